@@ -1,0 +1,306 @@
+"""The `deft` command line: score, filter, audit and tokens.
+
+User mistakes end with one line on stderr ("deft: error: ...") and exit status 2; nothing
+prints a traceback unless --debug is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from deft_core.errors import DeftError
+from deft_core.progress import Progress
+
+logger = logging.getLogger("deft_core")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "data",
+        help="dataset: a .jsonl/.jsonl.gz/.json/.parquet/.csv file, a Hugging Face "
+        "dataset id, a local dataset folder, or 'sample' for the bundled sample",
+    )
+    parser.add_argument(
+        "--columns",
+        help="map input columns onto prompt/chosen/rejected, e.g. prompt=question,chosen=good,rejected=bad",
+    )
+    parser.add_argument("--subset", help="Hub datasets: the configuration (subset) name")
+    parser.add_argument("--split", default="train", help="Hub datasets: the split to read (default: train)")
+    parser.add_argument(
+        "--strict", action="store_true", help="fail on the first bad row instead of skipping and reporting it"
+    )
+    parser.add_argument("--limit", type=int, help="read at most this many pairs")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default="bundled",
+        help="'bundled' (SmolLM2-135M-Instruct, the default), "
+        "a Hub model id, a local transformers folder, or a .gguf file",
+    )
+    parser.add_argument(
+        "--template",
+        default="auto",
+        choices=["auto", "chat", "raw"],
+        help="prompt rendering: the model's chat template (auto picks it when the model "
+        "has one) or HH-style raw text",
+    )
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=1024,
+        help="maximum tokens of prompt + response; longer pairs are cut and flagged (default: 1024)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deft", description="Score, filter and audit preference data with the DEFT distribution reward."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    score = commands.add_parser("score", help="score every pair and write a Parquet score file")
+    add_data_arguments(score)
+    add_model_arguments(score)
+    score.add_argument(
+        "--out",
+        required=True,
+        help="score file to write (.parquet; metadata goes to NAME.meta.json beside it)",
+    )
+    score.add_argument(
+        "--reward-form",
+        default="logprob",
+        choices=["logprob", "prob"],
+        help="r = mean over tokens of Q_diff . log p (logprob, default) or Q_diff . p (prob)",
+    )
+    score.add_argument(
+        "--pair-score",
+        default="margin",
+        choices=["margin", "chosen"],
+        help="s = r(chosen) - r(rejected) (margin, default) or r(chosen)",
+    )
+    score.add_argument(
+        "--alpha", type=float, default=0.0, help="additive smoothing of token counts (default: 0)"
+    )
+    score.add_argument("--reference", help="compute Q_diff on this dataset instead of the scored one")
+    score.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: 16)")
+    score.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    score.add_argument(
+        "--dtype",
+        default="auto",
+        help="auto (bf16 where supported, else float32), float32, bfloat16 or float16",
+    )
+    score.add_argument("--no-cache", action="store_true", help="recompute even if the scores are cached")
+
+    filter_ = commands.add_parser(
+        "filter", help="keep a subset of scored pairs, written in the input's format"
+    )
+    filter_.add_argument("scores", help="score file written by `deft score`")
+    choice = filter_.add_mutually_exclusive_group(required=True)
+    choice.add_argument("--top", type=float, metavar="P", help="keep the P%% highest-scoring pairs")
+    choice.add_argument("--bottom", type=float, metavar="P", help="keep the P%% lowest-scoring pairs")
+    choice.add_argument("--random", type=float, metavar="P", help="keep a random P%% (baseline)")
+    choice.add_argument("--threshold", type=float, metavar="X", help="keep pairs with score >= X")
+    filter_.add_argument("--seed", type=int, default=0, help="seed for --random (default: 0)")
+    filter_.add_argument(
+        "--out",
+        required=True,
+        help="kept pairs file; NAME.dropped.EXT and NAME.ids.json are written beside it",
+    )
+
+    audit = commands.add_parser("audit", help="read a dataset and report what was read, skipped and flagged")
+    add_data_arguments(audit)
+    audit.add_argument("--model", help="also check the length limit with this model's tokenizer")
+    audit.add_argument("--template", default="auto", choices=["auto", "chat", "raw"])
+    audit.add_argument("--max-length", type=int, default=1024)
+    audit.add_argument("--json", action="store_true", help="print the audit as JSON")
+
+    tokens = commands.add_parser("tokens", help="list the tokens that most separate chosen from rejected")
+    add_data_arguments(tokens)
+    add_model_arguments(tokens)
+    tokens.add_argument("--top", type=int, default=20, help="tokens to list on each side (default: 20)")
+    tokens.add_argument("--alpha", type=float, default=0.0, help="additive smoothing of token counts")
+    return parser
+
+
+def data_options(args: argparse.Namespace):
+    from deft_core.loading import DataOptions, parse_columns
+
+    return DataOptions(
+        path=args.data,
+        subset=args.subset,
+        split=args.split,
+        columns=parse_columns(args.columns),
+        on_error="raise" if args.strict else "skip",
+        limit=args.limit,
+    )
+
+
+class ProgressBar:
+    """Render Progress snapshots as a tqdm bar on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, progress: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=progress.total, unit=progress.unit, desc=progress.stage, file=sys.stderr)
+        self.bar.n = round(progress.done)
+        self.bar.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from deft_core.loading import load_pairs
+    from deft_core.models import load_model
+    from deft_core.scoring import ScoreOptions, score_data
+    from deft_core.store import save_scores
+
+    if not args.out.endswith(".parquet"):
+        raise DeftError(f"--out {args.out}: score files are Parquet; give a name ending in .parquet")
+    options = ScoreOptions(
+        args.reward_form, args.pair_score, args.template, args.alpha, args.max_length, args.batch_size
+    )
+    data = load_pairs(data_options(args))
+    report_audit_briefly(data.audit)
+    reference = None
+    if args.reference:
+        from deft_core.loading import DataOptions
+
+        reference = load_pairs(DataOptions(args.reference))
+    loaded = load_model(args.model, args.device, args.dtype)
+    bar = ProgressBar()
+    try:
+        result = score_data(data, loaded, options, bar, reference, use_cache=not args.no_cache)
+    finally:
+        bar.close()
+    path = save_scores(args.out, result.table, result.meta)
+    timing = result.meta["timing"]
+    origin = (
+        "from cache"
+        if result.from_cache
+        else f"in {timing['seconds']:.1f} s ({timing['tokens_per_s']:,.0f} tok/s)"
+    )
+    print(f"scored {len(result.table)} pairs {origin}; wrote {path}")
+    return 0
+
+
+def report_audit_briefly(audit) -> None:
+    print(
+        f"read {audit.rows_read} rows from {audit.source}: {audit.pairs_loaded} pairs, "
+        f"{audit.rows_skipped} skipped",
+        file=sys.stderr,
+    )
+    for kind, count in sorted(audit.counts.items()):
+        print(f"  {kind}: {count}", file=sys.stderr)
+
+
+def run_filter(args: argparse.Namespace) -> int:
+    from deft_core.filtering import Selection, write_subset
+    from deft_core.store import load_scores
+
+    method = next(m for m in ("top", "bottom", "random", "threshold") if getattr(args, m) is not None)
+    selection = Selection(method, getattr(args, method), args.seed)
+    table, meta = load_scores(args.scores)
+    summary = write_subset(table, meta, selection, args.out)
+    print(
+        f"kept {summary['kept']} of {summary['kept'] + summary['dropped']} pairs ({selection.describe()}); "
+        f"wrote {summary['kept_path']} and {summary['dropped_path']}"
+    )
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from deft_core.loading import load_pairs
+
+    data = load_pairs(data_options(args))
+    if args.model:
+        from deft_core.encoding import PairEncoder
+        from deft_core.models import load_tokenizer
+        from deft_core.scoring import encode_data
+
+        encode_data(data, PairEncoder(load_tokenizer(args.model), args.template, args.max_length))
+    if args.json:
+        print(json.dumps(data.audit.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        print("\n".join(data.audit.summary_lines()))
+    return 0
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    from deft_core.distributions import TokenDistributions
+    from deft_core.encoding import PairEncoder
+    from deft_core.loading import load_pairs
+    from deft_core.models import load_tokenizer, model_location
+
+    data = load_pairs(data_options(args))
+    tokenizer = load_tokenizer(args.model)
+    encoded = PairEncoder(tokenizer, args.template, args.max_length).encode_many(data.pairs)
+    from transformers import AutoConfig
+
+    vocab_size = AutoConfig.from_pretrained(model_location(args.model)[1]).vocab_size
+    distributions = TokenDistributions.from_sequences(
+        (e.chosen_ids for e in encoded), (e.rejected_ids for e in encoded), tokenizer, vocab_size, args.alpha
+    )
+    for title, lowest in (
+        ("tokens favoured in chosen responses (Q_diff > 0)", False),
+        ("tokens favoured in rejected responses (Q_diff < 0)", True),
+    ):
+        print(title)
+        print(f"  {'token':<20} {'Q_diff':>10} {'chosen':>8} {'rejected':>8}")
+        for row in distributions.top_tokens(tokenizer, "q_diff", args.top, lowest=lowest):
+            print(
+                f"  {row['token']!r:<20} {row['value']:>10.2e} {row['chosen_count']:>8} {row['rejected_count']:>8}"
+            )
+    return 0
+
+
+COMMANDS = {"score": run_score, "filter": run_filter, "audit": run_audit, "tokens": run_tokens}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not args.debug:
+        quiet_libraries()
+    try:
+        return COMMANDS[args.command](args)
+    except DeftError as error:
+        if args.debug:
+            raise
+        print(f"deft: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deft: interrupted", file=sys.stderr)
+        return 130
+
+
+def quiet_libraries() -> None:
+    """Silence the progress bars and warnings that transformers prints on every model load."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    warnings.filterwarnings("ignore", category=UserWarning)
+    try:
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    except ImportError:
+        pass
