@@ -176,7 +176,7 @@ class PairRegistry:
             pair.id = f"{digest}-{self.count[digest]}"
             pair.flags.append("duplicate")
             self.audit.add(
-                "duplicate", pair.line, f"same pair as {self.audit.where(self.first_line[digest])}"
+                "duplicate", pair.line, f"same pair as {self.audit.location_unit} {self.first_line[digest]}"
             )
         if pair.chosen == pair.rejected:
             pair.flags.append("identical_responses")

@@ -46,16 +46,17 @@ class SequenceScorer:
         self.q_diff = torch.as_tensor(q_diff, dtype=torch.float32, device=self.device)
         if self.q_diff.shape[0] != self.lm_head.weight.shape[0]:
             raise ValueError(
-                f"Q_diff has {self.q_diff.shape[0]} entries but the model has {self.lm_head.weight.shape[0]} logits"
+                f"Q_diff has {self.q_diff.shape[0]} entries but the model has "
+                f"{self.lm_head.weight.shape[0]} logits"
             )
         self.uses_hidden_shortcut = isinstance(self.lm_head, torch.nn.Linear) and not any(
             getattr(model.config, name, None) not in (None, 1, 1.0) for name in LOGIT_TRANSFORMS
         )
         # W^T Q_diff and Q_diff . b, for the logprob form's shortcut.
-        weight = self.lm_head.weight.float()
-        self.projected_q = weight.T @ self.q_diff
-        bias = getattr(self.lm_head, "bias", None)
-        self.bias_term = float(bias.float() @ self.q_diff) if bias is not None else 0.0
+        with torch.no_grad():
+            self.projected_q = self.lm_head.weight.float().T @ self.q_diff
+            bias = getattr(self.lm_head, "bias", None)
+            self.bias_term = float(bias.float() @ self.q_diff) if bias is not None else 0.0
 
     @torch.inference_mode()
     def score(
