@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(tokens)
     tokens.add_argument("--top", type=int, default=20, help="tokens to list on each side (default: 20)")
     tokens.add_argument("--alpha", type=float, default=0.0, help="additive smoothing of token counts")
+
+    from deft_core.training.command import add_train_arguments
+
+    train = commands.add_parser(
+        "train", help="train a LoRA adapter with a (DEFT-guided) DPO, SFT or PRO loss"
+    )
+    add_train_arguments(train)
     return parser
 
 
@@ -267,7 +274,19 @@ def run_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"score": run_score, "filter": run_filter, "audit": run_audit, "tokens": run_tokens}
+def run_train(args: argparse.Namespace) -> int:
+    from deft_core.training.command import run_train as train
+
+    return train(args)
+
+
+COMMANDS = {
+    "score": run_score,
+    "filter": run_filter,
+    "audit": run_audit,
+    "tokens": run_tokens,
+    "train": run_train,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

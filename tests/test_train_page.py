@@ -1,0 +1,45 @@
+"""The Train page, driven through Streamlit's AppTest without a browser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from deft_core.training.config import TrainConfig
+from deft_core.training.runs import create_run
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "6_train.py")
+
+
+def test_page_shows_config_and_no_runs(fresh_home):
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not app.exception
+    assert app.title[0].value == "Train"
+    assert any("method: dpo" in code.value for code in app.code)
+    assert any("No runs yet" in info.value for info in app.info)
+
+
+def test_page_lists_failed_run_with_error(fresh_home):
+    run = create_run(TrainConfig(data="sample", name="page"))
+    run.set_status("failed", error="RuntimeError: out of memory")
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    assert not app.exception
+    assert run.run_id in app.dataframe[0].value["run"].tolist()
+    assert any("out of memory" in error.value for error in app.error)
+    assert any(button.label == "Resume run" for button in app.button)
+
+
+def test_page_blocks_start_without_score_file(fresh_home):
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    preset = next(box for box in app.selectbox if box.label == "Preset")
+    preset.set_value("deft-dpo.yaml").run()
+    assert any("score file not found" in error.value for error in app.error)
+    start = next(button for button in app.button if button.label == "Start run")
+    assert start.disabled
+
+
+def test_page_guidance_toggle_sets_omega_zero(fresh_home):
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    app.toggle[0].set_value(False).run()
+    assert any("omega: 0.0" in code.value for code in app.code)
