@@ -1,4 +1,4 @@
-"""What a dashboard page needs before it draws: the dataset, the model and the cached scores.
+"""Page inputs of the dashboard: the dataset, the model and the cached scores.
 
 Each `require_*` helper shows a clear message and stops the page when its input is missing or
 invalid, so pages never show a traceback for a user's mistake.

@@ -110,7 +110,8 @@ def update(**changes: Any) -> None:
     for name, value in changes.items():
         setattr(settings, name, value)
         for key in st.session_state.get(BINDINGS_KEY, {}).get(name, ()):
-            if key in st.session_state:
+            # Only widgets that differ are set: Streamlit rejects writes to a widget drawn in this run.
+            if key in st.session_state and st.session_state[key] != value:
                 st.session_state[key] = value
     save_settings(settings)
 

@@ -3,7 +3,7 @@ skew warnings, table search and the token-coloured HTML of a response.
 
 Everything here works on plain data (pandas tables, numpy arrays, strings), so it is tested
 without Streamlit. Every piece of dataset text that goes into HTML is passed through
-html.escape first: the data holds markup-like and hostile text.
+html.escape first, because the data contains markup-like and hostile text.
 """
 
 from __future__ import annotations

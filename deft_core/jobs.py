@@ -2,7 +2,7 @@
 
 A job runs `score_data` in a daemon thread of the serving process, so a browser tab may rerun,
 reload or close without stopping it. Its status is written atomically to
-`deft_home()/jobs/<cache key>.json` after every batch, and any session that asks for the same
+`deft_home()/jobs/<cache key>.json` after every batch, and any session that requests the same
 cache key attaches to the running job instead of starting a second one. Jobs for different keys
 wait for one another (MAX_CONCURRENT_JOBS), because each one already uses every CPU core.
 The finished scores go through the score cache, whose writes are atomic.

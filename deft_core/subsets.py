@@ -1,6 +1,6 @@
 """Export a selected subset from the dashboard: files in the input's format, ids and score metadata.
 
-An export folder holds `kept.<ext>` and `kept.dropped.<ext>` (the raw input records, written by
+An export folder contains `kept.<ext>` and `kept.dropped.<ext>` (the raw input records, written by
 filtering.write_subset), `kept.ids.json` (the selection, ids and counts) and `scores.parquet`
 (the full score table with its metadata), so that a training run can trace every pair.
 """

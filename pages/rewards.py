@@ -34,7 +34,7 @@ page_header(
 
 def format_seconds(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
-        return "estimating…"
+        return "an unknown time"
     minutes, rest = divmod(int(seconds + 0.5), 60)
     return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 

@@ -62,7 +62,8 @@ def test_token_html_rejects_mismatched_lengths():
 
 def test_text_html_escapes():
     rendered = text_html("Human: <script>alert(1)</script>\n<b>hi</b>")
-    assert "<script" not in rendered and "<b>" not in rendered
+    assert "<script" not in rendered
+    assert "<b>" not in rendered
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered
 
 
