@@ -109,6 +109,12 @@ def page():
         browser.close()
 
 
+def expect(locator):
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(locator)
+
+
 def open_page(page, name: str) -> None:
     page.get_by_role("link", name=name).click()
     page.get_by_role("heading", name=name, exact=True, level=1).wait_for()
@@ -153,10 +159,11 @@ def test_dashboard_end_to_end(server, page):
     assert int(metric_value(page, "Kept")) >= 1  # starts at the top-5% cut
     page.get_by_role("slider").focus()
     page.keyboard.press("Home")  # the lowest threshold keeps every pair
-    settle(page)
-    assert metric_value(page, "Kept") == str(LIMIT)
+    kept = page.locator('[data-testid="stMetric"]').filter(has_text="Kept").first
+    expect(kept.locator('[data-testid="stMetricValue"]')).to_have_text(str(LIMIT), timeout=30_000)
     track = page.locator('[data-testid="stSlider"]').bounding_box()
     page.mouse.click(track["x"] + track["width"] * 0.6, track["y"] + track["height"] * 0.75)
+    expect(kept.locator('[data-testid="stMetricValue"]')).not_to_have_text(str(LIMIT), timeout=30_000)
     settle(page)
     after = int(metric_value(page, "Kept"))
     assert after < LIMIT
