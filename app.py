@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/rewards.py", title="Rewards and threshold", icon=":material/tune:"),
     st.Page("pages/inspect_pairs.py", title="Inspect pairs", icon=":material/search:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
+    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
 ]
 
 st.set_page_config(page_title="deft", layout="wide")

@@ -1,8 +1,9 @@
 """Score a whole dataset with `deft score` settings and report wall time, throughput and peak memory.
 
-Usage: python benchmarks/score_file.py DATA [--model M] [--batch-size B] [--dtype T] [--limit N]
-The score cache is bypassed so the model really runs. Peak memory is the process's maximum
-resident set size (ru_maxrss), which includes the Python interpreter and the loaded libraries.
+Usage: python benchmarks/score_file.py DATA [--model M] [--batch-size B] [--dtype T] [--limit N] [--out F]
+The score cache is not read, so the model really runs; with --out the scores are saved and cached.
+Peak memory is the process's maximum resident set size (ru_maxrss), which includes the Python
+interpreter and the loaded libraries.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from deft_core.loading import DataOptions, load_pairs
 from deft_core.models import load_model
 from deft_core.scoring import ScoreOptions, score_data
+from deft_core.store import save_scores, store_in_cache
 
 
 def main() -> None:
@@ -29,6 +31,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--out", help="also save the scores here and in the score cache")
     args = parser.parse_args()
 
     started = time.perf_counter()
@@ -38,6 +41,9 @@ def main() -> None:
     options = ScoreOptions(batch_size=args.batch_size, max_length=args.max_length)
     result = score_data(data, loaded, options, use_cache=False)
     total_seconds = time.perf_counter() - started
+    if args.out:
+        save_scores(args.out, result.table, result.meta)
+        store_in_cache(result.meta["cache_key"], result.table, result.meta)
 
     timing = result.meta["timing"]
     report = {

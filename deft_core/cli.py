@@ -250,14 +250,12 @@ def run_tokens(args: argparse.Namespace) -> int:
     from deft_core.distributions import TokenDistributions
     from deft_core.encoding import PairEncoder
     from deft_core.loading import load_pairs
-    from deft_core.models import load_tokenizer, model_location
+    from deft_core.models import load_tokenizer, model_vocab_size
 
     data = load_pairs(data_options(args))
     tokenizer = load_tokenizer(args.model)
     encoded = PairEncoder(tokenizer, args.template, args.max_length).encode_many(data.pairs)
-    from transformers import AutoConfig
-
-    vocab_size = AutoConfig.from_pretrained(model_location(args.model)[1]).vocab_size
+    vocab_size = model_vocab_size(args.model)
     distributions = TokenDistributions.from_sequences(
         (e.chosen_ids for e in encoded), (e.rejected_ids for e in encoded), tokenizer, vocab_size, args.alpha
     )
@@ -268,9 +266,8 @@ def run_tokens(args: argparse.Namespace) -> int:
         print(title)
         print(f"  {'token':<20} {'Q_diff':>10} {'chosen':>8} {'rejected':>8}")
         for row in distributions.top_tokens(tokenizer, "q_diff", args.top, lowest=lowest):
-            print(
-                f"  {row['token']!r:<20} {row['value']:>10.2e} {row['chosen_count']:>8} {row['rejected_count']:>8}"
-            )
+            token, value = repr(row["token"]), row["value"]
+            print(f"  {token:<20} {value:>10.2e} {row['chosen_count']:>8} {row['rejected_count']:>8}")
     return 0
 
 

@@ -49,6 +49,12 @@ class LoadedModel:
         }
 
 
+def first_line(error: Exception) -> str:
+    """Return the first line of an exception message: transformers' errors run to several lines."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
 def bundled_gguf_path() -> Path:
     """Return the path of the bundled SmolLM2-135M-Instruct GGUF file, without importing its package."""
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)
@@ -157,7 +163,18 @@ def load_tokenizer(spec: str | None = None) -> Any:
     try:
         return AutoTokenizer.from_pretrained(location, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise DeftError(f"cannot load tokenizer for model {spec!r}: {error}") from error
+        raise DeftError(f"cannot load tokenizer for model {spec!r}: {first_line(error)}") from error
+
+
+def model_vocab_size(spec: str | None = None) -> int:
+    """Return the number of logits the model produces, read from its config without the weights."""
+    from transformers import AutoConfig
+
+    _, location, _ = model_location(spec)
+    try:
+        return int(AutoConfig.from_pretrained(location, trust_remote_code=False).vocab_size)
+    except (OSError, ValueError) as error:
+        raise DeftError(f"cannot load the config of model {spec!r}: {first_line(error)}") from error
 
 
 def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto") -> LoadedModel:
@@ -171,7 +188,7 @@ def load_model(spec: str | None = None, device: str = "auto", dtype: str = "auto
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise DeftError(f"cannot load model {spec!r}: {error}") from error
+        raise DeftError(f"cannot load model {spec!r}: {first_line(error)}") from error
     if not model_hash:
         commit = getattr(model.config, "_commit_hash", None)
         model_hash = f"hub:{spec}@{commit}" if commit else f"hub:{spec}"

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 from deft_core.training.config import TrainConfig
 from deft_core.training.runs import create_run
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "6_train.py")
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "train.py")
 
 
 def test_page_shows_config_and_no_runs(fresh_home):
