@@ -256,9 +256,7 @@ def run_tokens(args: argparse.Namespace) -> int:
     tokenizer = load_tokenizer(args.model)
     encoded = PairEncoder(tokenizer, args.template, args.max_length).encode_many(data.pairs)
     vocab_size = model_vocab_size(args.model)
-    distributions = TokenDistributions.from_sequences(
-        (e.chosen_ids for e in encoded), (e.rejected_ids for e in encoded), tokenizer, vocab_size, args.alpha
-    )
+    distributions = TokenDistributions.from_encoded(encoded, tokenizer, vocab_size, args.alpha)
     for title, lowest in (
         ("tokens favoured in chosen responses (Q_diff > 0)", False),
         ("tokens favoured in rejected responses (Q_diff < 0)", True),

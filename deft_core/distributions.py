@@ -68,6 +68,16 @@ class TokenDistributions:
         excluded = excluded_token_ids(tokenizer, vocab_size)
         return cls(count_tokens(chosen, vocab_size), count_tokens(rejected, vocab_size), excluded, alpha)
 
+    @classmethod
+    def from_encoded(
+        cls, encoded: Iterable, tokenizer: Any, vocab_size: int, alpha: float = 0.0
+    ) -> TokenDistributions:
+        """Count the response tokens of encoded pairs (deft_core.encoding.EncodedPair)."""
+        encoded = list(encoded)
+        return cls.from_sequences(
+            (e.chosen_ids for e in encoded), (e.rejected_ids for e in encoded), tokenizer, vocab_size, alpha
+        )
+
     @property
     def vocab_size(self) -> int:
         return len(self.chosen_counts)

@@ -88,13 +88,7 @@ def encode_data(data: LoadedData, encoder: PairEncoder) -> list[EncodedPair]:
 
 def build_distributions(encoded: list[EncodedPair], loaded: LoadedModel, alpha: float) -> TokenDistributions:
     vocab_size = loaded.model.get_output_embeddings().weight.shape[0]
-    return TokenDistributions.from_sequences(
-        (e.chosen_ids for e in encoded),
-        (e.rejected_ids for e in encoded),
-        loaded.tokenizer,
-        vocab_size,
-        alpha,
-    )
+    return TokenDistributions.from_encoded(encoded, loaded.tokenizer, vocab_size, alpha)
 
 
 def run_scorer(

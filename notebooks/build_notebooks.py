@@ -66,9 +66,7 @@ loaded = load_model("bundled")  # bf16 where the CPU supports it
 encoder = PairEncoder(loaded.tokenizer, template="auto", max_length=1024)
 encoded = encoder.encode_many(data.pairs)
 vocab_size = loaded.model.get_output_embeddings().weight.shape[0]
-distributions = TokenDistributions.from_sequences(
-    [e.chosen_ids for e in encoded], [e.rejected_ids for e in encoded], loaded.tokenizer, vocab_size
-)
+distributions = TokenDistributions.from_encoded(encoded, loaded.tokenizer, vocab_size)
 print("sum of Q_diff:", distributions.q_diff.sum())
 top = pd.DataFrame(distributions.top_tokens(loaded.tokenizer, "q_diff", n=12))
 bottom = pd.DataFrame(distributions.top_tokens(loaded.tokenizer, "q_diff", n=12, lowest=True))

@@ -147,14 +147,7 @@ def guidance_distributions(
     encoder: PairEncoder, pool: list[PreferencePair], vocab_size: int, alpha: float
 ) -> TokenDistributions:
     """Compute Q+ and Q- over every non-held-out pair, so held-out text never shapes the guidance."""
-    encoded = encoder.encode_many(pool)
-    return TokenDistributions.from_sequences(
-        (e.chosen_ids for e in encoded),
-        (e.rejected_ids for e in encoded),
-        encoder.tokenizer,
-        vocab_size,
-        alpha,
-    )
+    return TokenDistributions.from_encoded(encoder.encode_many(pool), encoder.tokenizer, vocab_size, alpha)
 
 
 def collate(encoded: list[EncodedPair], indices: list[int], pad_id: int) -> Batch:
