@@ -92,3 +92,10 @@ def test_user_errors_are_one_line(tmp_path, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["score", "filter", "audit", "tokens", "train"])
+def test_every_command_has_help(command):
+    result = deft(command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: deft" in result.stdout

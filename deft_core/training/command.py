@@ -36,7 +36,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         kind = types[name]
         metavar = {list: "A,B", dict: "JSON", bool: "true|false"}.get(kind, kind.__name__.upper())
         overrides.add_argument(
-            f"--{name.replace('_', '-')}", dest=f"set_{name}", metavar=metavar, help=help_text
+            f"--{name.replace('_', '-')}",
+            dest=f"set_{name}",
+            metavar=metavar,
+            help=help_text.replace("%", "%%"),
         )
 
 
