@@ -10,6 +10,7 @@ import torch
 
 from deft_core.cli import main
 from deft_core.errors import DeftError
+from deft_core.models import load_model
 from deft_core.training import loop
 from deft_core.training.command import execute
 from deft_core.training.config import DEFAULT_OMEGA, TrainConfig, load_config
@@ -116,6 +117,19 @@ def test_lora_smoke_changes_adapter_only(fresh_home):
     assert torch.equal(before_base, named[base_name])
     assert all(named[n].dtype == torch.float32 for n in lora_names)
     assert "no BOS/EOS problems found" in (run.path / "token_check.txt").read_text()
+
+    # The merged export computes what the policy computes, and the run keeps its adapter.
+    loop.export_merged(session)
+    merged = load_model(str(run.path / "merged"), dtype="float32").model
+    ids = torch.tensor([session.train.encoded[0].prompt_ids])
+    session.model.eval()
+    with torch.no_grad():
+        expected = session.model(input_ids=ids).logits.float()
+        actual = merged(input_ids=ids).logits
+    # The policy runs in bf16 and the merged copy loads in float32, so compare loosely.
+    assert (actual - expected).abs().mean() < 0.25
+    assert (actual.argmax(-1) == expected.argmax(-1)).float().mean() >= 0.9
+    assert any(p.requires_grad for p in session.model.parameters())
 
 
 def test_cancel_then_resume_continues(fresh_home):
