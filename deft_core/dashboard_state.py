@@ -123,15 +123,16 @@ def store_widget(key: str, name: str) -> None:
 def bound(widget: Callable[..., Any], name: str, label: str, key: str | None = None, **kwargs: Any) -> Any:
     """Render a widget whose value is the setting `name`, starting from the saved value.
 
-    Widgets on pages lose their state when the user visits another page; the setting keeps
-    it, so the widget is given the setting's value again whenever its key is missing.
+    Streamlit drops or detaches a page's widget state when the user moves to another page, so
+    the widget is given the setting's value before every draw. Writing the key before the widget
+    exists in a run is allowed, and the setting always holds the widget's latest value because
+    store_widget runs before the script on every change.
     """
     key = key or f"setting.{name}"
     bindings = st.session_state.setdefault(BINDINGS_KEY, {})
     if key not in bindings.setdefault(name, []):
         bindings[name].append(key)
-    if key not in st.session_state:
-        st.session_state[key] = getattr(current(), name)
+    st.session_state[key] = getattr(current(), name)
     return widget(label, key=key, on_change=store_widget, args=(key, name), **kwargs)
 
 

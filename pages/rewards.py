@@ -96,9 +96,10 @@ def selection_controls(scores) -> None:
     method = current().method
     if method == "threshold":
         low, high = float(scores.min()), float(scores.max())
-        value = st.session_state.get("rewards.threshold", threshold_value(current(), scores))
         # A stored threshold from other scores may lie outside this range, which st.slider rejects.
-        st.session_state["rewards.threshold"] = min(max(float(value), low), high)
+        clamped = min(max(threshold_value(current(), scores), low), high)
+        if current().threshold != clamped:
+            update(threshold=clamped)
         bound(
             st.slider,
             "threshold",
@@ -109,8 +110,6 @@ def selection_controls(scores) -> None:
             step=max((high - low) / 500, 1e-9),
             format="%.4g",
         )
-        if current().threshold != st.session_state["rewards.threshold"]:
-            update(threshold=st.session_state["rewards.threshold"])
     else:
         bound(
             st.slider,
