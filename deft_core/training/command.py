@@ -103,10 +103,12 @@ def execute(run, config) -> int:
         raise
     except BaseException as error:
         message = f"{type(error).__name__}: {error}"
-        logger.error("run %s failed: %s\n%s", run.run_id, message, traceback.format_exc())
         run.set_status("failed", error=message)
         if isinstance(error, DeftError):
+            # A user mistake (missing file, bad value): one line, no traceback.
+            logger.error("run %s failed: %s", run.run_id, message)
             raise
+        logger.error("run %s failed: %s\n%s", run.run_id, message, traceback.format_exc())
         print(f"deft: run {run.run_id} failed: {message}", file=sys.stderr)
         return 1
     finally:

@@ -289,6 +289,14 @@ def resolve_path(value: str | None, base_folder: Path) -> str | None:
     return str(candidate) if candidate.exists() or value.startswith(".") else value
 
 
+def yaml_error_message(path: Path, error: yaml.YAMLError) -> str:
+    """Describe a YAML syntax error in one line, with the file, line and column where it was found."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    return f"{where}: invalid YAML: {problem}"
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config file (or start from the defaults) and apply overrides on top."""
     values: dict[str, Any] = {}
@@ -300,7 +308,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as error:
-            raise DeftError(f"{path}: invalid YAML ({error})".replace("\n", " ")) from error
+            raise DeftError(yaml_error_message(path, error)) from error
         if loaded is not None and not isinstance(loaded, dict):
             raise DeftError(
                 f"{path}: a training config must be a YAML mapping of settings, got {type(loaded).__name__}"
