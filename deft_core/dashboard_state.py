@@ -125,7 +125,7 @@ def bound(widget: Callable[..., Any], name: str, label: str, key: str | None = N
 
     Streamlit drops or detaches a page's widget state when the user moves to another page, so
     the widget is given the setting's value before every draw. Writing the key before the widget
-    exists in a run is allowed, and the setting always holds the widget's latest value because
+    exists in a run is allowed, and the setting always contains the widget's latest value because
     store_widget runs before the script on every change.
     """
     key = key or f"setting.{name}"

@@ -1,7 +1,7 @@
 """Choose a subset of scored pairs and write it back in the input's own format.
 
 Selections: the top or bottom k% by pair score, every pair with score >= a threshold, or a
-seeded random k% baseline that tells the effect of the score apart from the effect of less data.
+seeded random k% baseline that separates the effect of the score from the effect of less data.
 Pairs without a finite score are never kept.
 """
 
@@ -26,8 +26,8 @@ METHODS = ("top", "bottom", "threshold", "random")
 
 @dataclass(frozen=True)
 class Selection:
-    """Which pairs to keep: method "top", "bottom" or "random" with `value` in percent, or
-    "threshold" with `value` as the minimum pair score. `seed` is used by "random" only."""
+    """A rule for the pairs to keep: method "top", "bottom" or "random" with `value` in percent,
+    or "threshold" with `value` as the minimum pair score. `seed` is used by "random" only."""
 
     method: Method
     value: float

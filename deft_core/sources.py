@@ -39,7 +39,7 @@ class RawRow:
 
 @dataclass(frozen=True)
 class DataSource:
-    """Where a dataset comes from: a local file, or a Hub dataset id with subset and split."""
+    """The origin of a dataset: a local file, or a Hub dataset id with subset and split."""
 
     path: str
     kind: str  # one of FILE_FORMATS' values, or "hub"
@@ -132,7 +132,7 @@ def decode_json_row(line_number: int, text: str) -> RawRow:
 
 
 def read_json(source: DataSource) -> Iterator[RawRow]:
-    """Read a JSON array of objects; a .json file that holds JSON Lines is read as such."""
+    """Read a JSON array of objects, or JSON Lines stored under a .json name."""
     try:
         with open_text(source.path) as handle:
             text = handle.read()
