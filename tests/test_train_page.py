@@ -30,10 +30,13 @@ def test_page_lists_failed_run_with_error(fresh_home):
     assert any(button.label == "Resume run" for button in app.button)
 
 
-def test_page_blocks_start_without_score_file(fresh_home):
+def test_page_blocks_start_without_score_file(fresh_home, tmp_path):
     app = AppTest.from_file(PAGE, default_timeout=60).run()
     preset = next(box for box in app.selectbox if box.label == "Preset")
     preset.set_value("deft-dpo.yaml").run()
+    # The preset's own score file may exist on a machine that ran it, so point at a missing one.
+    scores = next(box for box in app.text_input if box.label == "Score file")
+    scores.set_value(str(tmp_path / "missing.parquet")).run()
     assert any("score file not found" in error.value for error in app.error)
     start = next(button for button in app.button if button.label == "Start run")
     assert start.disabled
