@@ -223,6 +223,13 @@ def run_filter(args: argparse.Namespace) -> int:
     selection = Selection(method, getattr(args, method), args.seed)
     table, meta = load_scores(args.scores)
     summary = write_subset(table, meta, selection, args.out)
+    if summary["kept"] == 0:
+        low, high = table["score"].min(), table["score"].max()
+        print(
+            f"deft: warning: no pair has score >= {selection.value:g}; scores range from {low:.4g} "
+            f"to {high:.4g}",
+            file=sys.stderr,
+        )
     print(
         f"kept {summary['kept']} of {summary['kept'] + summary['dropped']} pairs ({selection.describe()}); "
         f"wrote {summary['kept_path']} and {summary['dropped_path']}"

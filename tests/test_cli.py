@@ -54,6 +54,11 @@ def test_score_then_filter_sample(tmp_path, fresh_home):
     assert random.returncode == 0, random.stderr
     assert len(pd.read_parquet(tmp_path / "r.parquet")) == 6
 
+    empty = deft("filter", str(scores), "--threshold", "1e9", "--out", str(tmp_path / "none.jsonl"))
+    assert empty.returncode == 0, empty.stderr
+    assert "kept 0 of 24" in empty.stdout
+    assert "warning: no pair has score >= 1e+09" in empty.stderr
+
 
 def test_audit_command_reports_problems(tmp_path):
     path = tmp_path / "bad.jsonl"
