@@ -7,6 +7,7 @@ filtering.write_subset), `kept.ids.json` (the selection, ids and counts) and `sc
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import tempfile
@@ -61,6 +62,12 @@ def export_bytes(table: pd.DataFrame, meta: dict, selection: Selection) -> dict[
     with tempfile.TemporaryDirectory(prefix="deft-export-") as temporary:
         folder = Path(temporary)
         export_subset(table, meta, selection, folder)
+        # The temporary folder is gone after the download, so the ids file names files only.
+        ids_path = next(folder.glob("*.ids.json"))
+        ids = json.loads(ids_path.read_text(encoding="utf-8"))
+        for key in ("kept_path", "dropped_path"):
+            ids[key] = Path(ids[key]).name
+        ids_path.write_text(json.dumps(ids, indent=2, ensure_ascii=False), encoding="utf-8")
         return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if path.is_file()}
 
 
