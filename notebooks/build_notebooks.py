@@ -92,7 +92,7 @@ px.histogram(long, x="reward", color="response", barmode="overlay", nbins=40,
              title="Distribution reward of chosen and rejected responses")"""),
     ("markdown", """## 4. Keep the top 5%, and a random 5% for comparison
 
-The random subset has the same size. Training on both tells the effect of the score apart from
+The random subset has the same size. Training on both separates the effect of the score from
 the effect of simply using less data."""),
     ("code", """from deft_core.filtering import Selection, select
 
@@ -121,9 +121,10 @@ same plots and lets you move the threshold by hand."""),
 def build(cells: list[tuple[str, str]], path: Path) -> None:
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    for kind, source in cells:
+    for index, (kind, source) in enumerate(cells):
         make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
-        notebook.cells.append(make(source))
+        # Fixed cell ids keep a rebuild's diff down to the cells that changed.
+        notebook.cells.append(make(source, id=f"cell-{index:02d}"))
     nbformat.write(notebook, path)
 
 
