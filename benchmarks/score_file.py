@@ -1,7 +1,9 @@
 """Score a whole dataset with `deft score` settings and report wall time, throughput and peak memory.
 
 Usage: python benchmarks/score_file.py DATA [--model M] [--batch-size B] [--dtype T] [--limit N] [--out F]
-The score cache is not read, so the model really runs; with --out the scores are saved and cached.
+
+The score cache is not read, so the model really runs. With --out the scores are also saved there
+and stored in the cache.
 Peak memory is the process's maximum resident set size (ru_maxrss), which includes the Python
 interpreter and the loaded libraries.
 """

@@ -8,7 +8,7 @@ Measured in one process, one after another:
 - deft: deft_core.scoring.run_scorer in the auto dtype (bf16 where the CPU supports it);
 - the matrix-product peak of this machine in float32 and in the auto dtype.
 The "limit" is the time the model's linear layers would need at the peak of the same dtype
-(2 * non-embedding parameters FLOPs per token), so deft's share of it says how far from the
+(2 * non-embedding parameters FLOPs per token), so deft's share of it shows how far from the
 hardware bound it runs. Attention and the per-token rewards are left out of the limit.
 """
 

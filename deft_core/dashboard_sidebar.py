@@ -35,8 +35,8 @@ UPLOAD_TYPES = ["jsonl", "gz", "json", "parquet", "csv"]
 def save_upload(name: str, content: bytes) -> Path:
     """Save an uploaded file under deft_home()/uploads/<content hash>/ and return its path.
 
-    The name keeps its extension, which selects the reader; the content hash keeps two
-    different files of the same name apart and makes a repeated upload a no-op.
+    The name keeps its extension, which selects the reader. The content hash keeps two different
+    files of the same name apart, so a repeated upload of one file is a no-op.
     """
     digest = hashlib.sha256(content).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).lstrip(".") or "upload.jsonl"

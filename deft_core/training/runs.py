@@ -4,7 +4,7 @@ Layout of deft_home()/runs/<run-id>/:
     config.yaml         the resolved TrainConfig
     status.json         state (pending, running, completed, cancelled, failed), step, pid, error
     metrics.jsonl       one JSON object per logging or evaluation step, flat "split/metric" keys
-    train.log           the run's log; process.log holds the subprocess's stdout and stderr
+    train.log           the run's log; process.log contains the subprocess's stdout and stderr
     token_check.txt     the tokens of one rendered pair and the BOS/EOS check
     checkpoints/step-N/ adapter, optimizer, scheduler, step and RNG states
     adapter/            the final LoRA adapter (peft save_pretrained, safetensors)
