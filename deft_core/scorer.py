@@ -99,22 +99,23 @@ class SequenceScorer:
         sequences = [p + r for p, r in zip(prompts, responses, strict=True)]
         width = max(len(s) for s in sequences)
         input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(sequences), width), dtype=torch.long)
         predicting = torch.zeros((len(sequences), width), dtype=torch.bool)
         for row, (prompt, sequence) in enumerate(zip(prompts, sequences, strict=True)):
             input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            attention[row, : len(sequence)] = 1
             # logits at position j predict token j + 1: positions P-1 .. P+T-2 predict the response.
             predicting[row, len(prompt) - 1 : len(sequence) - 1] = True
-        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        input_ids = input_ids.to(self.device)
         positions = predicting.nonzero(as_tuple=True)
         positions = (positions[0].to(self.device), positions[1].to(self.device))
 
+        # Padding sits on the right, after every real token, so the causal mask alone keeps real
+        # tokens from seeing it: no attention mask is passed, which lets attention take its
+        # causal kernel. No key/value cache either: it would hold every layer's keys and values.
         if self.uses_hidden_shortcut:
             decoder = self.model.get_decoder()
-            hidden = decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
             return hidden[positions], None, input_ids, positions
-        logits = self.model(input_ids=input_ids, attention_mask=attention).logits
+        logits = self.model(input_ids=input_ids, use_cache=False).logits
         return None, logits[positions], input_ids, positions
 
     def project(self, hidden, logits, targets, need_rewards: bool):

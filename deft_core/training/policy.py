@@ -91,18 +91,19 @@ class PolicyForward:
     def response_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return (logits (N, V), target ids (N,), row of each (N,)) for the N response tokens."""
         input_ids = batch.input_ids.to(self.device)
-        attention = batch.attention_mask.to(self.device)
         # Position j predicts token j + 1, so shift the response mask left by one.
         predicting = torch.zeros_like(batch.response_mask)
         predicting[:, :-1] = batch.response_mask[:, 1:]
         rows, columns = predicting.nonzero(as_tuple=True)
         rows, columns = rows.to(self.device), columns.to(self.device)
         targets = input_ids[rows, columns + 1]
+        # Rows are padded on the right (see collate), so the causal mask alone hides the padding
+        # from real tokens; without an attention mask attention runs its causal kernel.
         if self.project_hidden:
-            hidden = self.decoder(input_ids=input_ids, attention_mask=attention).last_hidden_state
+            hidden = self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
             logits = self.lm_head(hidden[rows, columns])
         else:
-            logits = self.model(input_ids=input_ids, attention_mask=attention).logits[rows, columns]
+            logits = self.model(input_ids=input_ids, use_cache=False).logits[rows, columns]
         return logits, targets, rows
 
     def __call__(self, batch: Batch, need_rewards: bool = True) -> ForwardResult:
