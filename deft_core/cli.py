@@ -171,6 +171,7 @@ class ProgressBar:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from deft_core import distributed
     from deft_core.loading import load_pairs
     from deft_core.models import load_model
     from deft_core.scoring import ScoreOptions, score_data
@@ -181,8 +182,11 @@ def run_score(args: argparse.Namespace) -> int:
     options = ScoreOptions(
         args.reward_form, args.pair_score, args.template, args.alpha, args.max_length, args.batch_size
     )
+    # Under `accelerate launch` every process scores a share; the main process writes and reports.
+    distributed.setup(args.device)
     data = load_pairs(data_options(args))
-    report_audit_briefly(data.audit)
+    if distributed.is_main():
+        report_audit_briefly(data.audit)
     reference = None
     if args.reference:
         from deft_core.loading import DataOptions
@@ -194,6 +198,8 @@ def run_score(args: argparse.Namespace) -> int:
         result = score_data(data, loaded, options, bar, reference, use_cache=not args.no_cache)
     finally:
         bar.close()
+    if not distributed.is_main():
+        return 0
     path = save_scores(args.out, result.table, result.meta)
     timing = result.meta["timing"]
     origin = (

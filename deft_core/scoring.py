@@ -11,7 +11,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from deft_core import store
+from deft_core import distributed, store
 from deft_core.distributions import TokenDistributions
 from deft_core.encoding import TEMPLATES, EncodedPair, PairEncoder
 from deft_core.errors import DeftError
@@ -91,13 +91,14 @@ def build_distributions(encoded: list[EncodedPair], loaded: LoadedModel, alpha: 
     return TokenDistributions.from_encoded(encoded, loaded.tokenizer, vocab_size, alpha)
 
 
-def run_scorer(
-    scorer: SequenceScorer, encoded: list[EncodedPair], batch_size: int, progress: ProgressTracker
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Score both responses of every pair in length-sorted batches.
+ScoredSequence = tuple[int, int, float, float, int]  # (pair index, side, reward, log-prob, tokens)
 
-    Returns rewards, log-probabilities and response token counts, each of shape (pairs, 2)
-    with column 0 for chosen and column 1 for rejected.
+
+def batch_plan(encoded: list[EncodedPair], batch_size: int) -> list[list[tuple]]:
+    """Split both responses of every pair into batches of similar length, longest first.
+
+    Each entry is (pair index, side, prompt ids, response ids), side 0 for chosen and 1 for
+    rejected. The plan depends only on its inputs, so every process of a launch builds the same one.
     """
     sequences = [
         (i, side, e.prompt_ids, ids)
@@ -105,17 +106,43 @@ def run_scorer(
         for side, ids in enumerate((e.chosen_ids, e.rejected_ids))
     ]
     sequences.sort(key=lambda s: len(s[2]) + len(s[3]), reverse=True)
+    return [sequences[start : start + batch_size] for start in range(0, len(sequences), batch_size)]
+
+
+def run_scorer(
+    scorer: SequenceScorer, encoded: list[EncodedPair], batch_size: int, progress: ProgressTracker
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score both responses of every pair in length-sorted batches.
+
+    Under a launch of several processes, process r scores batches r, r + N, r + 2N, ... of the
+    plan, each exactly as a single process would, and every process receives all results.
+    Returns rewards, log-probabilities and response token counts, each of shape (pairs, 2)
+    with column 0 for chosen and column 1 for rejected.
+    """
+    plan = batch_plan(encoded, batch_size)
+    numbers = distributed.shares(len(plan))
+    if distributed.world_size() > 1:
+        # Progress counts this process's share of the pairs.
+        progress.total = -(-sum(len(plan[number]) for number in numbers) // 2)
+    scored: list[ScoredSequence] = []
+    for number in numbers:
+        batch = plan[number]
+        result = scorer.score([s[2] for s in batch], [s[3] for s in batch])
+        for k, (index, side, _, _) in enumerate(batch):
+            scored.append((index, side, result.rewards[k], result.logps[k], result.token_counts[k]))
+        progress.advance(len(batch) / 2, tokens=sum(len(s[2]) + len(s[3]) for s in batch))
+    if distributed.world_size() > 1:
+        # Plain floats pickle compactly; float32 -> float is exact, as is the array assignment below.
+        local = [(i, side, float(r), float(lp), int(c)) for i, side, r, lp, c in scored]
+        scored = distributed.gather_objects(local)
+
     rewards = np.full((len(encoded), 2), np.nan)
     logps = np.full((len(encoded), 2), np.nan)
     counts = np.zeros((len(encoded), 2), dtype=np.int64)
-    for start in range(0, len(sequences), batch_size):
-        batch = sequences[start : start + batch_size]
-        result = scorer.score([s[2] for s in batch], [s[3] for s in batch])
-        for k, (index, side, _, _) in enumerate(batch):
-            rewards[index, side] = result.rewards[k]
-            logps[index, side] = result.logps[k]
-            counts[index, side] = result.token_counts[k]
-        progress.advance(len(batch) / 2, tokens=sum(len(s[2]) + len(s[3]) for s in batch))
+    for index, side, reward, logp, count in scored:
+        rewards[index, side] = reward
+        logps[index, side] = logp
+        counts[index, side] = count
     return rewards, logps, counts
 
 
@@ -146,7 +173,9 @@ def score_data(
     """Compute Q_diff on the data (or on `reference`) and score every pair with the model.
 
     Results are cached under a key of the model, data and options: the same request returns
-    the cached table at once.
+    the cached table at once. Under a launch of several processes (deft_core.distributed) the
+    batches are split between them and every process returns the merged result; only the main
+    process reports progress and writes the cache entry.
     """
     from deft_core import __version__
 
@@ -155,7 +184,7 @@ def score_data(
     encoded = encode_data(data, encoder)
     identity = score_identity(data, loaded, options, encoder.template, reference)
     key = store.cache_key(identity)
-    if use_cache and (cached := store.cached_scores(key)) is not None:
+    if use_cache and (cached := cached_on_main(key)) is not None:
         logger.info("scores found in cache %s", key)
         return ScoreResult(cached[0], cached[1], from_cache=True)
 
@@ -165,9 +194,11 @@ def score_data(
     scorer = SequenceScorer(loaded.model, distributions.q_diff, options.reward_form, pad_id)
 
     started = time.perf_counter()
-    tracker = ProgressTracker("scoring", total=len(encoded), callback=progress)
+    callback = progress if distributed.is_main() else None
+    tracker = ProgressTracker("scoring", total=len(encoded), callback=callback)
     rewards, logps, counts = run_scorer(scorer, encoded, options.batch_size, tracker)
     seconds = time.perf_counter() - started
+    tokens = tracker.tokens if distributed.world_size() == 1 else sequence_tokens(encoded)
 
     table = build_table(data, encoded, rewards, logps, counts, options.pair_score)
     meta = {
@@ -191,14 +222,29 @@ def score_data(
         "distributions": distributions.to_dict(),
         "timing": {
             "seconds": round(seconds, 3),
-            "tokens": tracker.tokens,
-            "tokens_per_s": round(tracker.tokens / seconds, 1) if seconds else None,
+            "tokens": tokens,
+            "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
             "pairs_per_s": round(len(encoded) / seconds, 3) if seconds else None,
         },
     }
-    if use_cache:
+    if use_cache and distributed.is_main():
         store.store_in_cache(key, table, meta)
     return ScoreResult(table, meta)
+
+
+def cached_on_main(key: str) -> tuple[pd.DataFrame, dict] | None:
+    """Look the key up in the main process's cache and hand the entry (or None) to every process.
+
+    Under a launch the processes may run on machines with different deft homes, so one lookup
+    decides for all of them.
+    """
+    cached = store.cached_scores(key) if distributed.is_main() else None
+    return distributed.broadcast_object(cached)
+
+
+def sequence_tokens(encoded: list[EncodedPair]) -> int:
+    """Count the tokens of every prompt + response sequence, both sides of every pair."""
+    return sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in encoded)
 
 
 def build_table(

@@ -3,6 +3,9 @@
 Every TrainConfig field is also a flag (`--learning-rate 1e-4`, `--target-modules q_proj,v_proj`)
 that overrides the config file. The exit status is 0 for a completed or cancelled run, 1 for a
 failed one, and 2 for an invalid request (the CLI's DeftError handling).
+
+Under `accelerate launch` every process runs this command. The main process creates or opens
+the run folder and sends its path and config to the others (deft_core.distributed).
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ import os
 import signal
 import sys
 import traceback
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
+from deft_core import distributed
 from deft_core.errors import DeftError
-from deft_core.training.config import field_help, field_types, load_config
+from deft_core.training.config import TrainConfig, field_help, field_types, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -60,50 +65,94 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from deft_core.training.runs import create_run, open_run
+    from deft_core.training.runs import RunDir
 
     overrides = collect_overrides(args)
-    if args.resume:
-        if overrides:
-            raise DeftError(
-                "--resume continues a run with its saved config; flags that change it are not allowed"
-            )
-        run = open_run(args.resume)
-        config = run.config()
-    else:
-        config = load_config(args.config, overrides)
-        if args.print_config:
-            print(config.to_yaml(), end="")
-            return 0
-        if problems := config.missing_files():
-            raise DeftError("; ".join(problems))
-        run = create_run(config)
-    print(f"run {run.run_id}: {run.path}", file=sys.stderr)
+    if args.resume and overrides:
+        raise DeftError(
+            "--resume continues a run with its saved config; flags that change it are not allowed"
+        )
+    if args.print_config and not args.resume:
+        print(load_config(args.config, overrides).to_yaml(), end="")
+        return 0
+
+    distributed.setup()
+    prepared: tuple[str, dict] | DeftError | None = None
+    if distributed.is_main():
+        try:
+            run, config = prepare_run(args, overrides)
+            prepared = (str(run.path), config.to_dict())
+        except DeftError as error:
+            prepared = error
+    # Every process stops on the main process's error, or continues with its run and config.
+    prepared = distributed.broadcast_object(prepared)
+    if isinstance(prepared, DeftError):
+        if not distributed.is_main():
+            raise SystemExit(2)  # the main process prints the error
+        raise prepared
+    if not distributed.is_main():
+        run, config = RunDir(Path(prepared[0])), TrainConfig(**prepared[1])
+    distributed.check_device(config.device)
+    if distributed.is_main():
+        print(f"run {run.run_id}: {run.path}", file=sys.stderr)
     return execute(run, config)
 
 
+def prepare_run(args: argparse.Namespace, overrides: dict[str, Any]):
+    """Open the run to resume, or check the config and create a new run folder; return (run, config)."""
+    from deft_core.training.runs import create_run, open_run
+
+    if args.resume:
+        run = open_run(args.resume)
+        config = run.config()
+        check_processes(config)
+        return run, config
+    config = load_config(args.config, overrides)
+    if problems := config.missing_files():
+        raise DeftError("; ".join(problems))
+    check_processes(config)
+    return create_run(config), config
+
+
+def check_processes(config: TrainConfig) -> None:
+    """Reject a grad_accum that the launched processes cannot share, before a run folder exists."""
+    if distributed.world_size() > 1:
+        from deft_core.training.loop import local_micro_batches
+
+        local_micro_batches(config)
+
+
 def execute(run, config) -> int:
-    """Train in this process with the run's log file attached; mark the run failed on any error."""
+    """Train in this process with the run's log file attached; mark the run failed on any error.
+
+    Under a launch only the main process writes the log, status and summary.
+    """
     from deft_core.training.loop import train_run
 
-    handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(logging.INFO)
+    main = distributed.is_main()
     package_logger = logging.getLogger("deft_core")
-    package_logger.addHandler(handler)
     previous_level = package_logger.level
-    package_logger.setLevel(logging.INFO)
-    previous_signal = signal.signal(signal.SIGTERM, lambda *_: run.request_cancel())
+    handler = None
+    if main:
+        handler = logging.FileHandler(run.path / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+    previous_signal = signal.signal(signal.SIGTERM, lambda *_: request_cancel(run))
     try:
-        run.set_status("running", pid=os.getpid(), error=None)
+        if main:
+            run.set_status("running", pid=os.getpid(), error=None)
         summary = train_run(config, run)
     except KeyboardInterrupt:
         # Ctrl-C stops at once; resume continues from the last saved checkpoint.
-        run.set_status("cancelled", error="interrupted before a checkpoint was saved")
+        if main:
+            run.set_status("cancelled", error="interrupted before a checkpoint was saved")
         raise
     except BaseException as error:
         message = f"{type(error).__name__}: {error}"
-        run.set_status("failed", error=message)
+        if main:
+            run.set_status("failed", error=message)
         if isinstance(error, DeftError):
             # A user mistake (missing file, bad value): one line, no traceback.
             logger.error("run %s failed: %s", run.run_id, message)
@@ -113,11 +162,22 @@ def execute(run, config) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_signal)
-        package_logger.removeHandler(handler)
-        package_logger.setLevel(previous_level)
-        handler.close()
-    print(json.dumps(summary_line(summary, run.path), indent=2), file=sys.stdout)
+        if handler is not None:
+            package_logger.removeHandler(handler)
+            package_logger.setLevel(previous_level)
+            handler.close()
+    if main:
+        print(json.dumps(summary_line(summary, run.path), indent=2), file=sys.stdout)
     return 0
+
+
+def request_cancel(run) -> None:
+    """Handle SIGTERM: ask for a checkpoint and a stop after the current optimizer step.
+
+    A process on another machine may have no run folder; the main process's request decides.
+    """
+    with suppress(OSError):
+        run.request_cancel()
 
 
 def summary_line(summary: dict[str, Any], path: Path) -> dict[str, Any]:

@@ -1,4 +1,11 @@
-"""The guided LoRA training loop: setup, optimizer steps, evaluation, checkpoints and the summary."""
+"""The guided LoRA training loop: setup, optimizer steps, evaluation, checkpoints and the summary.
+
+Under `accelerate launch` with N processes (deft_core.distributed) the loop is data-parallel. Every
+process keeps a whole copy of the model and runs every N-th micro-batch of each optimizer step, so the
+pairs per optimizer step stay batch_size x grad_accum. The LoRA gradients are summed across
+processes before clipping and the optimizer step, and metrics are computed over all pairs. Only
+the main process writes to the run folder.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,16 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from deft_core.encoding import PairEncoder
+from deft_core import distributed
+from deft_core.encoding import EncodedPair, PairEncoder
 from deft_core.errors import DeftError
 from deft_core.models import load_model
 from deft_core.training import checkpoints
@@ -66,6 +76,42 @@ def total_steps(config: TrainConfig, train_pairs: int) -> int:
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
+def split_micro_batches(grad_accum: int, batch_size: int, rank: int, world: int) -> list[int]:
+    """Return which of each optimizer step's grad_accum micro-batches process `rank` of `world` runs.
+
+    Process r runs micro-batches r, r + world, r + 2 * world and so on. grad_accum must be a
+    multiple of world, so that every process runs as many micro-batches as the others and the
+    pairs per optimizer step stay as configured.
+    """
+    if grad_accum % world:
+        raise DeftError(
+            f"grad_accum {grad_accum} does not split evenly across {world} processes; set grad_accum "
+            f"to a multiple of {world} (pairs per optimizer step = batch_size x grad_accum "
+            f"= {batch_size * grad_accum})"
+        )
+    return list(range(rank, grad_accum, world))
+
+
+def local_micro_batches(config: TrainConfig) -> list[int]:
+    """Return the micro-batches of each optimizer step that this process runs."""
+    return split_micro_batches(
+        config.grad_accum, config.batch_size, distributed.rank(), distributed.world_size()
+    )
+
+
+@contextmanager
+def micro_batch_rng(seed: int, micro_step: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's generator from (seed, micro_step) for one micro-batch, then restore it.
+
+    Dropout masks then depend only on the micro-batch, not on the process that runs it or on
+    what ran before, so runs with one or several processes, and resumed runs, draw the same masks.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(np.random.SeedSequence([seed, micro_step]).generate_state(1)[0]))
+        yield
+
+
 def set_seed(seed: int) -> None:
     import random
 
@@ -85,7 +131,8 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
     held_out = encode_split(encoder, split.eval, "held-out pairs")
 
     check = check_tokens(loaded.tokenizer, train.encoded[0], encoder.end_ids)
-    (run.path / "token_check.txt").write_text("\n".join(check.lines()) + "\n", encoding="utf-8")
+    if distributed.is_main():
+        (run.path / "token_check.txt").write_text("\n".join(check.lines()) + "\n", encoding="utf-8")
     for warning in check.warnings:
         logger.warning("token check: %s", warning)
 
@@ -93,6 +140,9 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
     alpha = float(split.score_meta["options"]["alpha"]) if split.score_meta else 0.0
     distributions = guidance_distributions(encoder, split.pool, vocab_size, alpha)
     model = add_lora(loaded, config)
+    # Every process starts from the main process's adapter weights (the seed makes them equal on
+    # one kind of hardware; the broadcast makes sure).
+    distributed.broadcast_tensors_([p for p in model.parameters() if p.requires_grad])
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     forward = PolicyForward(model, distributions.q_diff, config.reward_form, pad_id)
 
@@ -109,7 +159,7 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
         )
         missing = np.flatnonzero(~usable).tolist()
         if missing:
-            computed = reference_logps(forward, [part.encoded[i] for i in missing], config.batch_size)
+            computed = shared_reference_logps(forward, [part.encoded[i] for i in missing], config.batch_size)
             values[missing] = computed
         logger.info(
             "%s reference log-probs: %d from the score file, %d computed",
@@ -133,6 +183,7 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
         "token_check_warnings": check.warnings,
         "model": loaded.describe(),
         "omega": config.guidance_weight,
+        "processes": distributed.world_size(),
     }
     params = LossParams(config.beta, config.lambda_sft, config.guidance_weight, config.pair_score)
     return Session(
@@ -153,6 +204,26 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
     )
 
 
+def shared_reference_logps(
+    forward: PolicyForward, encoded: list[EncodedPair], batch_size: int
+) -> torch.Tensor:
+    """Compute reference log-probs in batches of batch_size, every process taking every N-th batch.
+
+    Each batch contains the same pairs as in a single process, so the values are the same. Shape: (N, 2).
+    """
+    if distributed.world_size() == 1:
+        return reference_logps(forward, encoded, batch_size)
+    starts = list(range(0, len(encoded), batch_size))
+    local = [
+        (starts[n], reference_logps(forward, encoded[starts[n] : starts[n] + batch_size], batch_size))
+        for n in distributed.shares(len(starts))
+    ]
+    result = torch.zeros(len(encoded), 2)
+    for start, values in distributed.gather_objects(local):
+        result[start : start + len(values)] = values
+    return result
+
+
 def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps: int):
     from transformers import get_scheduler
 
@@ -162,16 +233,20 @@ def make_scheduler(config: TrainConfig, optimizer: torch.optim.Optimizer, steps:
 
 
 def evaluate(session: Session) -> dict[str, float]:
-    """Return eval/* metrics on the held-out pairs, with the adapter on and dropout off."""
+    """Return eval/* metrics on the held-out pairs, with the adapter on and dropout off.
+
+    Processes split the batches; the sums run in batch order, as in a single process.
+    """
     if not session.eval.encoded:
         return {}
     model = session.model
     model.eval()
-    totals: dict[str, float] = {}
     encoded, batch_size = session.eval.encoded, session.config.batch_size
+    starts = list(range(0, len(encoded), batch_size))
+    results = []
     with torch.inference_mode():
-        for start in range(0, len(encoded), batch_size):
-            indices = list(range(start, min(start + batch_size, len(encoded))))
+        for number in distributed.shares(len(starts)):
+            indices = list(range(starts[number], min(starts[number] + batch_size, len(encoded))))
             batch = collate([encoded[i] for i in indices], indices, session.forward.pad_id)
             outputs = session.forward.pair_outputs(batch, session.eval_reference[indices])
             parts = deft_loss(session.config.method, outputs, session.params)
@@ -180,41 +255,69 @@ def evaluate(session: Session) -> dict[str, float]:
                 "guidance": parts.guidance.item(),
                 **preference_metrics(outputs, session.config.beta),
             }
-            for key, value in values.items():
-                totals[key] = totals.get(key, 0.0) + value * len(indices)
+            results.append((number, len(indices), values))
     model.train()
+    totals: dict[str, float] = {}
+    for _, count, values in sorted(distributed.gather_objects(results), key=lambda r: r[0]):
+        for key, value in values.items():
+            totals[key] = totals.get(key, 0.0) + value * count
     return {f"eval/{key}": value / len(encoded) for key, value in totals.items()}
+
+
+def run_micro_batch(session: Session, micro_step: int) -> tuple[int, int, int, dict[str, float]]:
+    """Run forward and backward on one micro-batch; return (micro_step, pairs, tokens, metric values).
+
+    The backward pass adds the summed (not mean) loss of the pairs to the gradients; a
+    non-finite loss is returned without a backward pass.
+    """
+    config = session.config
+    indices = session.train_pairs_at(micro_step)
+    batch = collate([session.train.encoded[i] for i in indices], indices, session.forward.pad_id)
+    with micro_batch_rng(config.seed, micro_step, session.forward.device):
+        outputs = session.forward.pair_outputs(batch, session.train_reference[indices])
+        parts = deft_loss(config.method, outputs, session.params)
+        if torch.isfinite(parts.total):
+            (parts.total * len(indices)).backward()
+    values = {
+        "loss": parts.total.item(),
+        "base_loss": parts.base.item(),
+        "guidance": parts.guidance.item(),
+        **preference_metrics(outputs, config.beta),
+    }
+    return micro_step, len(indices), int(batch.attention_mask.sum()), values
+
+
+def average_gradients(parameters: list[torch.nn.Parameter], pairs: int) -> None:
+    """Sum the gradients over all processes, then divide by the optimizer step's pairs."""
+    if distributed.world_size() > 1:
+        for parameter in parameters:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+        distributed.sum_tensors_([p.grad for p in parameters])
+    for parameter in parameters:
+        if parameter.grad is not None:
+            parameter.grad /= pairs
 
 
 def optimizer_step(session: Session, step: int) -> dict[str, float]:
     """Run grad_accum micro-batches and one optimizer step; return the train/* metrics."""
     config = session.config
     started = time.perf_counter()
+    local = [run_micro_batch(session, step * config.grad_accum + m) for m in local_micro_batches(config)]
+    results = sorted(distributed.gather_objects(local), key=lambda r: r[0])
+    for _, _, _, values in results:
+        if not math.isfinite(values["loss"]):
+            raise DeftError(f"loss is {values['loss']} at step {step + 1}; lower learning_rate or omega")
+
     totals: dict[str, float] = {}
-    tokens = pairs = 0
-    for micro in range(config.grad_accum):
-        indices = session.train_pairs_at(step * config.grad_accum + micro)
-        batch = collate([session.train.encoded[i] for i in indices], indices, session.forward.pad_id)
-        outputs = session.forward.pair_outputs(batch, session.train_reference[indices])
-        parts = deft_loss(config.method, outputs, session.params)
-        if not torch.isfinite(parts.total):
-            raise DeftError(f"loss is {parts.total.item()} at step {step + 1}; lower learning_rate or omega")
-        (parts.total * len(indices)).backward()
-        values = {
-            "loss": parts.total.item(),
-            "base_loss": parts.base.item(),
-            "guidance": parts.guidance.item(),
-            **preference_metrics(outputs, config.beta),
-        }
+    for _, count, _, values in results:
         for key, value in values.items():
-            totals[key] = totals.get(key, 0.0) + value * len(indices)
-        tokens += int(batch.attention_mask.sum())
-        pairs += len(indices)
+            totals[key] = totals.get(key, 0.0) + value * count
+    pairs = sum(r[1] for r in results)
+    tokens = sum(r[2] for r in results)
     # The gradient is the mean over the optimizer step's pairs, whatever the micro-batch sizes.
     trainable = [p for p in session.model.parameters() if p.requires_grad]
-    for parameter in trainable:
-        if parameter.grad is not None:
-            parameter.grad /= pairs
+    average_gradients(trainable, pairs)
     clip = config.max_grad_norm if config.max_grad_norm > 0 else float("inf")
     grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, clip))
     lr = session.scheduler.get_last_lr()[0]
@@ -235,6 +338,8 @@ def optimizer_step(session: Session, step: int) -> dict[str, float]:
 
 
 def record(session: Session, step: int, metrics: dict[str, float]) -> None:
+    if not distributed.is_main():
+        return
     epoch = (step * session.config.grad_accum * session.config.batch_size) / max(
         1, len(session.train.encoded)
     )
@@ -244,9 +349,11 @@ def record(session: Session, step: int, metrics: dict[str, float]) -> None:
 def train_run(config: TrainConfig, run: RunDir) -> dict[str, Any]:
     """Train (or resume) the run in `run`; return its summary. Cancellation saves a checkpoint."""
     started = time.perf_counter()
+    main = distributed.is_main()
     session = build_session(config, run)
-    start_step = checkpoints.restore(session) if run.latest_checkpoint() else 0
-    run.set_status("running", step=start_step, total_steps=session.total_steps, data=session.data_report)
+    start_step = checkpoints.restore(session)
+    if main:
+        run.set_status("running", step=start_step, total_steps=session.total_steps, data=session.data_report)
     logger.info("training %d steps from step %d: %s", session.total_steps, start_step, session.data_report)
     session.model.train()
     if start_step == 0:
@@ -260,8 +367,10 @@ def train_run(config: TrainConfig, run: RunDir) -> dict[str, Any]:
         evaluating = done % config.eval_steps == 0 or done == session.total_steps
         if done % config.logging_steps == 0 or evaluating:
             record(session, done, {**metrics, **(evaluate(session) if evaluating else {})})
-        run.set_status("running", step=done)
-        if run.cancel_requested():
+        if main:
+            run.set_status("running", step=done)
+        # The main process's CANCEL file decides for every process.
+        if distributed.broadcast_object(run.cancel_requested() if main else None):
             checkpoints.save(session, done)
             state = "cancelled"
             logger.info("cancel requested: saved step %d", done)
@@ -270,13 +379,18 @@ def train_run(config: TrainConfig, run: RunDir) -> dict[str, Any]:
             checkpoints.save(session, done)
 
     summary = finish(session, state, done, started)
-    run.set_status(state, step=summary["step"])
+    if main:
+        run.set_status(state, step=summary["step"])
+    # No process reports success before the main process has written the adapter and summary.
+    distributed.barrier()
     return summary
 
 
 def finish(session: Session, state: str, step: int, started: float) -> dict[str, Any]:
     """Save the adapter (and the merged model if asked) and write summary.json."""
     run, config = session.run, session.config
+    if not distributed.is_main():
+        return {"state": state, "step": step, "total_steps": session.total_steps}
     if state == "completed":
         session.model.save_pretrained(run.path / "adapter", safe_serialization=True)
         if config.export_merged:
