@@ -92,6 +92,8 @@ class PairEncoder:
 
     def encode_many(self, pairs: list[PreferencePair]) -> list[EncodedPair]:
         """Tokenise many pairs with one batched tokenizer call per part."""
+        if not pairs:
+            return []  # fast tokenizers fail on an empty batch
         prompts = [render_prompt(self.tokenizer, p.prompt, self.template) for p in pairs]
         prompt_ids = self.tokenizer(prompts, add_special_tokens=self.template == "raw")["input_ids"]
         prefix = " " if self.template == "raw" else ""

@@ -93,3 +93,8 @@ def test_invalid_template_and_length(tokenizer):
         PairEncoder(tokenizer, "html")
     with pytest.raises(DeftError, match="max_length"):
         PairEncoder(tokenizer, "chat", max_length=2)
+
+
+def test_no_pairs_encode_to_an_empty_list(tokenizer):
+    """A training run without held-out pairs encodes an empty split."""
+    assert PairEncoder(tokenizer, "chat", 64).encode_many([]) == []
