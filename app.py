@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/inspect_pairs.py", title="Inspect pairs", icon=":material/search:"),
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
 ]
 
 st.set_page_config(page_title="deft", layout="wide")

@@ -134,6 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a LoRA adapter with a (DEFT-guided) DPO, SFT or PRO loss"
     )
     add_train_arguments(train)
+
+    from deft_core.compare.command import add_compare_arguments
+
+    compare = commands.add_parser(
+        "compare", help="generate with the base model and finished runs on the same prompts and compare them"
+    )
+    add_compare_arguments(compare)
     return parser
 
 
@@ -289,12 +296,19 @@ def run_train(args: argparse.Namespace) -> int:
     return train(args)
 
 
+def run_compare(args: argparse.Namespace) -> int:
+    from deft_core.compare.command import run_compare as compare
+
+    return compare(args)
+
+
 COMMANDS = {
     "score": run_score,
     "filter": run_filter,
     "audit": run_audit,
     "tokens": run_tokens,
     "train": run_train,
+    "compare": run_compare,
 }
 
 
