@@ -21,6 +21,7 @@ import numpy as np
 
 from deft_core.compare.candidates import BASE, finished_adapter, run_template
 from deft_core.compare.evaluate import GenerationSettings, ModelEvaluation, evaluate_model, evaluate_prompts
+from deft_core.compare.reward_model import load_reward_model
 from deft_core.encoding import PairEncoder
 from deft_core.errors import DeftError
 from deft_core.models import load_tokenizer, model_vocab_size
@@ -181,6 +182,10 @@ def compare_models(request: CompareRequest, progress: ProgressCallback | None = 
             f"run {first.run_id} has no held-out pairs (eval_size {config.eval_size}); "
             "compare on typed prompts instead"
         )
+
+    if request.reward_model:
+        # Load it before generating, so that a wrong id fails at once; evaluations reuse the loaded model.
+        load_reward_model(request.reward_model, request.device, request.dtype)
 
     refs = ([BASE] if request.include_base else []) + [str(run.path) for run in runs]
     evaluations = []
