@@ -184,7 +184,7 @@ def compare_models(request: CompareRequest, progress: ProgressCallback | None = 
         )
 
     if request.reward_model:
-        # Load it before generating, so that a wrong id fails at once; evaluations reuse the loaded model.
+        # Load it before generating, so that a wrong id fails at once. The evaluations reuse this model.
         load_reward_model(request.reward_model, request.device, request.dtype)
 
     refs = ([BASE] if request.include_base else []) + [str(run.path) for run in runs]
