@@ -382,7 +382,7 @@ def test_unfinished_run_is_rejected(compare_home, sample_q_diff):
 # The reward model: a tiny sequence-classification model built and saved here, never downloaded.
 
 
-def build_reward_model(folder: Path, num_labels: int = 1) -> Path:
+def build_reward_model(folder: Path, num_labels: int = 1, chat_template: bool = True) -> Path:
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     from deft_core.models import load_tokenizer
@@ -401,6 +401,8 @@ def build_reward_model(folder: Path, num_labels: int = 1) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     LlamaForSequenceClassification(config).save_pretrained(folder)
+    if not chat_template:
+        tokenizer.chat_template = None
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -428,6 +430,19 @@ def test_reward_model_scores_batches_like_single(tmp_path):
         direct = reward.model(**ids).logits[0, 0].item()
     assert batched[1] == pytest.approx(direct, abs=1e-5)
     assert len(set(np.round(batched, 6))) > 1
+
+
+def test_reward_model_without_template_reads_text_pairs(tmp_path):
+    folder = build_reward_model(tmp_path / "plain", chat_template=False)
+    reward = load_reward_model(str(folder), "cpu", "float32")
+    assert not reward.tokenizer.chat_template
+    prompts = [[{"role": "user", "content": "Hello"}], [{"role": "user", "content": "Why?"}]]
+    scores = reward_model_scores(reward, prompts, ["Hi there.", "Because."])
+    ids = reward.tokenizer("User: Hello", "Hi there.", return_tensors="pt")
+    with torch.no_grad():
+        direct = reward.model(**ids).logits[0, 0].item()
+    assert scores[0] == pytest.approx(direct, abs=1e-5)
+    assert scores[0] != pytest.approx(scores[1], abs=1e-6)
 
 
 def test_reward_model_needs_one_output(tmp_path):
