@@ -6,11 +6,15 @@ Settings that the tests shrink are read from environment variables with DEFT_NB_
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import nbformat
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from guided_training_cells import GUIDED_TRAINING  # noqa: E402
 
 SCORE_AND_FILTER = [
     ("markdown", """# 1. Score and filter preference data with the DEFT distribution reward
@@ -130,3 +134,4 @@ def build(cells: list[tuple[str, str]], path: Path) -> None:
 
 if __name__ == "__main__":
     build(SCORE_AND_FILTER, HERE / "01_score_and_filter.ipynb")
+    build(GUIDED_TRAINING, HERE / "02_guided_training.ipynb")
