@@ -12,7 +12,7 @@ with DPO, adds DEFT's guidance term, and watches the curves while the run trains
 4. train the same subset without guidance and compare the two runs.
 
 Everything runs offline on a CPU with the bundled SmolLM2-135M-Instruct and the bundled sample.
-The settings are tiny so the notebook finishes in minutes; they show the mechanics, not a result."""),
+The settings are tiny so that the notebook finishes in minutes. They show the mechanics, not a result."""),
     ("code", """import os
 import time
 from pathlib import Path
@@ -27,13 +27,14 @@ DATA = os.environ.get("DEFT_NB_DATA", "sample")
 LIMIT = int(os.environ.get("DEFT_NB_LIMIT", "120"))
 STEPS = int(os.environ.get("DEFT_NB_STEPS", "8"))
 MAX_LENGTH = int(os.environ.get("DEFT_NB_MAX_LENGTH", "256"))
+TOP_PERCENT = 25  # of the non-held-out pairs; large because the sample is small
 WORK = Path(os.environ.get("DEFT_NB_WORK", "notebook-outputs")).resolve()
 WORK.mkdir(parents=True, exist_ok=True)"""),
     ("markdown", """## 1. Scores and the training subset
 
 Training reads the pair scores from a score file, the same Parquet file `deft score` writes. The
 held-out pairs are drawn at random (with the seed) from the whole dataset *before* any selection,
-so that evaluation never sees a pair chosen for its score. The top `TOP_PERCENT` of the rest
+so that no pair chosen for its score is ever evaluated. The top `TOP_PERCENT` of the rest
 become the training pairs."""),
     ("code", """from deft_core.loading import DataOptions, load_pairs
 from deft_core.models import load_model
@@ -60,8 +61,8 @@ with $r_\\theta(x, y) = \\frac{1}{T}\\sum_t Q_{diff} \\cdot \\log \\pi_\\theta(\
 $$L = L_{DPO} - \\omega \\, s_\\theta$$
 
 so the gradient also pushes the policy's next-token distributions towards the tokens typical of
-chosen responses. Both terms are pure functions of per-sequence numbers; here they are on a batch
-of two made-up pairs."""),
+chosen responses. Both terms are pure functions of per-sequence numbers. Here they are computed on a
+batch of two made-up pairs."""),
     ("code", """from deft_core.training.losses import LossParams, PairBatchOutputs, deft_loss
 
 outputs = PairBatchOutputs(
@@ -80,7 +81,7 @@ for omega in (0.0, 4.0):
           f"(DPO {parts.base.item():.4f}, guidance part {parts.guidance.item():.4f})")"""),
     ("markdown", """## 3. Train in the background and watch it live
 
-A `TrainConfig` holds every setting, with validation that lists all problems at once. A run is a
+A `TrainConfig` contains every setting, with validation that lists all problems at once. A run is a
 folder (config, metrics, checkpoints, adapter). `launch` starts `deft train --resume RUN` as a
 separate process, exactly as the dashboard's Train page does, so the notebook stays free to plot
 `metrics.jsonl` while it grows. `run.request_cancel()` would stop it at the next step with a
@@ -91,7 +92,7 @@ from deft_core.training.runs import create_run, launch
 def make_config(omega, name):
     return TrainConfig(
         data=DATA, limit=LIMIT, scores=str(score_file), eval_size=8,
-        selection="top", selection_value=25, model="bundled", max_length=MAX_LENGTH,
+        selection="top", selection_value=TOP_PERCENT, model="bundled", max_length=MAX_LENGTH,
         method="dpo", omega=omega, batch_size=2, grad_accum=1, max_steps=STEPS,
         eval_steps=max(1, STEPS // 2), save_steps=max(1, STEPS // 2), name=name,
     )
