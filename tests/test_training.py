@@ -177,3 +177,13 @@ def test_launched_run_with_missing_data_fails(fresh_home, tmp_path):
     status = run.status()
     assert status["state"] == "failed"
     assert "absent.jsonl" in status["error"]
+
+
+def test_visited_pairs_follow_the_schedule():
+    """Reference log-probs are computed only for the pairs the step budget reaches."""
+    config = TrainConfig(data="sample", batch_size=2, grad_accum=2, seed=5)
+    visited = loop.visited_pairs(config, 20, steps=2)
+    expected = {i for micro_step in range(4) for i in loop.micro_batch_indices(20, 2, micro_step, 5)}
+    assert set(visited.nonzero()[0].tolist()) == expected
+    assert visited.sum() == 8
+    assert loop.visited_pairs(config, 6, steps=2).all()

@@ -76,6 +76,19 @@ def total_steps(config: TrainConfig, train_pairs: int) -> int:
     return max(1, math.ceil(per_epoch * config.epochs))
 
 
+def visited_pairs(config: TrainConfig, count: int, steps: int) -> np.ndarray:
+    """Return a mask of the training pairs that `steps` optimizer steps use. Shape: (count,)."""
+    visited = np.zeros(count, dtype=bool)
+    micro_steps = steps * config.grad_accum
+    epochs_covered = micro_steps // -(-count // config.batch_size) if count else 0
+    if epochs_covered >= 1:
+        visited[:] = True
+        return visited
+    for micro_step in range(micro_steps):
+        visited[micro_batch_indices(count, config.batch_size, micro_step, config.seed)] = True
+    return visited
+
+
 def split_micro_batches(grad_accum: int, batch_size: int, rank: int, world: int) -> list[int]:
     """Return which of each optimizer step's grad_accum micro-batches process `rank` of `world` runs.
 
@@ -146,6 +159,10 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     forward = PolicyForward(model, distributions.q_diff, config.reward_form, pad_id)
 
+    # Only the training pairs that the step budget reaches need reference log-probs: a short run
+    # on a large set would otherwise run the reference model over every pair first.
+    steps = total_steps(config, len(train.encoded))
+    visited = visited_pairs(config, len(train.encoded), steps)
     references = []
     for name, part in (("train", train), ("eval", held_out)):
         values, usable = reusable_reference(
@@ -157,19 +174,22 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
             template,
             config.max_length,
         )
-        missing = np.flatnonzero(~usable).tolist()
+        needed = ~usable if name == "eval" else ~usable & visited
+        if name == "train":
+            values[~usable & ~visited] = float("nan")  # never read; a NaN loss would show a bug
+        missing = np.flatnonzero(needed).tolist()
         if missing:
             computed = shared_reference_logps(forward, [part.encoded[i] for i in missing], config.batch_size)
             values[missing] = computed
         logger.info(
-            "%s reference log-probs: %d from the score file, %d computed",
+            "%s reference log-probs: %d from the score file, %d computed, %d never used",
             name,
             int(usable.sum()),
             len(missing),
+            int((~usable).sum()) - len(missing),
         )
         references.append(values)
 
-    steps = total_steps(config, len(train.encoded))
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     scheduler = make_scheduler(config, optimizer, steps)
