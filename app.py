@@ -18,6 +18,7 @@ PAGES = [
     st.Page("pages/export.py", title="Export", icon=":material/download:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
+    st.Page("pages/ablation.py", title="Ablation", icon=":material/science:"),
 ]
 
 st.set_page_config(page_title="deft", layout="wide")

@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
         "compare", help="generate with the base model and finished runs on the same prompts and compare them"
     )
     add_compare_arguments(compare)
+
+    from deft_core.ablation.command import add_ablate_arguments
+
+    ablate = commands.add_parser(
+        "ablate", help="train and evaluate top k%% vs random k%% vs full data, each with and without guidance"
+    )
+    add_ablate_arguments(ablate)
     return parser
 
 
@@ -302,6 +309,12 @@ def run_compare(args: argparse.Namespace) -> int:
     return compare(args)
 
 
+def run_ablate(args: argparse.Namespace) -> int:
+    from deft_core.ablation.command import run_ablate as ablate
+
+    return ablate(args)
+
+
 COMMANDS = {
     "score": run_score,
     "filter": run_filter,
@@ -309,6 +322,7 @@ COMMANDS = {
     "tokens": run_tokens,
     "train": run_train,
     "compare": run_compare,
+    "ablate": run_ablate,
 }
 
 

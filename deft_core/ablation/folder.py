@@ -1,0 +1,222 @@
+"""Ablation folders under the deft home, their status, progress, results, cancellation and launch.
+
+Layout of deft_home()/ablations/<ablation-id>/:
+    config.yaml      the resolved AblationConfig
+    status.json      state (pending, running, completed, cancelled, failed), pid, phase, the run
+                     folder of each variant, error
+    progress.json    the current variant, its phase (training, evaluating) and step or prompt count
+    results.json     one row per evaluated model (base first), plus the held-out counts
+    results.csv      the same rows as a table
+    evaluations/     NAME.json: evaluate_model's full output for the base model and each variant
+    plots.html       accuracy, reward, BLEU and training time per variant (plotly, offline)
+    runs/            the variants' training runs, ordinary run folders (see training/runs.py)
+    ablation.log     the log; process.log holds a background process's stdout and stderr
+    CANCEL           present when a cancel was requested
+Every JSON, CSV and HTML file is written atomically, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from deft_core.ablation.config import AblationConfig, load_ablation_config
+from deft_core.errors import DeftError
+from deft_core.home import deft_home
+from deft_core.sources import atomic_path
+from deft_core.training.runs import RunDir, now, process_alive, write_json
+
+logger = logging.getLogger(__name__)
+
+STATES = ("pending", "running", "completed", "cancelled", "failed")
+
+
+def ablations_root() -> Path:
+    root = deft_home() / "ablations"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def read_json(path: Path) -> Any:
+    """Return a JSON file's content, or None when it is missing or cannot be parsed."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+@dataclass
+class AblationDir:
+    """One ablation's folder; see the module docstring for its files."""
+
+    path: Path
+
+    @property
+    def ablation_id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def cancel_path(self) -> Path:
+        return self.path / "CANCEL"
+
+    @property
+    def runs_folder(self) -> Path:
+        return self.path / "runs"
+
+    @property
+    def plots_path(self) -> Path:
+        return self.path / "plots.html"
+
+    def config(self) -> AblationConfig:
+        return load_ablation_config(self.config_path)
+
+    def status(self) -> dict[str, Any]:
+        """Return status.json; a "running" ablation whose process has ended is reported as failed."""
+        status = read_json(self.path / "status.json") or {"state": "pending"}
+        if status.get("state") == "running" and not process_alive(status.get("pid")):
+            status = {**status, "state": "failed", "error": "the ablation process ended without reporting"}
+        return status
+
+    def set_status(self, state: str, **fields: Any) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown ablation state {state!r}")
+        current = read_json(self.path / "status.json") or {}
+        write_json(self.path / "status.json", {**current, **fields, "state": state, "updated_at": now()})
+
+    def progress(self) -> dict[str, Any]:
+        return read_json(self.path / "progress.json") or {}
+
+    def write_progress(self, values: dict[str, Any]) -> None:
+        write_json(self.path / "progress.json", {**values, "updated_at": now()})
+
+    def results(self) -> dict[str, Any]:
+        """Return results.json: {"rows": [...], "held_out": ...}; empty rows before the first model."""
+        return read_json(self.path / "results.json") or {"rows": []}
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        write_json(self.path / "results.json", results)
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a text file of the folder atomically; return its path."""
+        path = self.path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+        return path
+
+    def variant_run(self, variant: str) -> RunDir | None:
+        """Return the run folder recorded for a variant, or None before it started."""
+        recorded = self.status().get("runs", {}).get(variant)
+        if recorded and (Path(recorded) / "config.yaml").is_file():
+            return RunDir(Path(recorded))
+        return None
+
+    def request_cancel(self) -> None:
+        """Ask the ablation to stop: the current run saves a checkpoint after its current step.
+
+        The current run is told directly too, so that it stops even while the ablation process
+        is inside the training loop, which checks only its own cancel file.
+        """
+        self.cancel_path.touch()
+        current = self.status().get("current_run")
+        if current and Path(current).is_dir():
+            RunDir(Path(current)).request_cancel()
+
+    def cancel_requested(self) -> bool:
+        return self.cancel_path.exists()
+
+    def log_tail(self, lines: int = 40) -> str:
+        texts = []
+        for name in ("ablation.log", "process.log"):
+            path = self.path / name
+            if path.is_file():
+                text = path.read_text(encoding="utf-8", errors="replace")
+                texts.append("\n".join(text.splitlines()[-lines:]))
+        return "\n".join(texts)
+
+
+def create_ablation(config: AblationConfig, root: Path | None = None) -> AblationDir:
+    """Make a new ablation folder named by time, method and k, and write its resolved config."""
+    root = root or ablations_root()
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-")
+    base = f"{stamp}-{config.method}-k{config.k_percent:g}" + (f"-{label}" if label else "")
+    path = root / base
+    suffix = 2
+    while path.exists():
+        path = root / f"{base}-{suffix}"
+        suffix += 1
+    path.mkdir(parents=True)
+    ablation = AblationDir(path)
+    ablation.write_text("config.yaml", config.to_yaml())
+    ablation.set_status("pending", created_at=now(), runs={}, finished=[])
+    return ablation
+
+
+def open_ablation(spec: str | Path) -> AblationDir:
+    """Find an ablation by folder path or by id under the ablations folder."""
+    path = Path(spec)
+    if not path.is_dir():
+        path = ablations_root() / str(spec)
+    if not (path / "config.yaml").is_file():
+        raise DeftError(f"ablation not found: {spec} (no config.yaml); list ablations in {ablations_root()}")
+    return AblationDir(path)
+
+
+def list_ablations(root: Path | None = None) -> list[AblationDir]:
+    """Return the ablations, newest first."""
+    root = root or ablations_root()
+    found = [AblationDir(p) for p in root.iterdir() if (p / "config.yaml").is_file()] if root.is_dir() else []
+    return sorted(found, key=lambda a: a.path.stat().st_mtime, reverse=True)
+
+
+def launch_ablation(ablation: AblationDir) -> subprocess.Popen:
+    """Start (or resume) an ablation in a new process: `python -m deft_core ablate --resume ID`.
+
+    The child runs in its own session, so it survives a dashboard rerun, and writes its output
+    to process.log. A stale cancel request from an earlier attempt is removed first.
+    """
+    state = ablation.status()["state"]
+    if state == "running":
+        raise DeftError(f"ablation {ablation.ablation_id} is already running")
+    if state == "completed":
+        raise DeftError(f"ablation {ablation.ablation_id} is already completed; start a new one instead")
+    ablation.cancel_path.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "deft_core", "ablate", "--resume", str(ablation.path)]
+    with open(ablation.path / "process.log", "a", encoding="utf-8") as output:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    ablation.set_status("running", pid=process.pid, error=None)
+    logger.info("launched ablation %s as pid %d", ablation.ablation_id, process.pid)
+    return process
+
+
+def progress_summary(ablation: AblationDir, models: int = 7) -> tuple[float, str]:
+    """Return (fraction done, one line) for an ablation of `models` models (the base and 6 variants).
+
+    The fraction counts finished models, plus the current model's share of its phase.
+    """
+    status = ablation.status()
+    finished = len(status.get("finished", []))
+    state = status["state"]
+    if state != "running":
+        return finished / models, f"{state}: {finished} of {models} models evaluated"
+    progress = ablation.progress()
+    done, total = progress.get("done", 0), progress.get("total") or 1
+    within = min(1.0, done / total) if progress.get("variant") == status.get("current_variant") else 0.0
+    variant, phase, unit = (progress.get(k, "?") for k in ("variant", "phase", "unit"))
+    where = f"{variant}: {phase}, {done:g} of {total:g} {unit}"
+    fraction = min(1.0, (finished + within) / models)
+    return fraction, f"{finished} of {models} models evaluated; now {where}"
