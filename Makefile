@@ -5,8 +5,9 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deft-installed
 PORT ?= 8501
+NOTEBOOK_PORT ?= 8888
 
-.PHONY: app test lint install chromium
+.PHONY: app test lint install chromium notebooks
 
 install: $(STAMP)
 
@@ -22,6 +23,12 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 
 app: $(STAMP)
 	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) --server.headless true
+
+# The teaching notebooks in JupyterLab, served on this machine only. JupyterLab is installed on
+# first use, because neither the dashboard nor the tests need it.
+notebooks: $(STAMP)
+	$(PY) -m pip install --quiet jupyterlab==4.6.6
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --port $(NOTEBOOK_PORT) --no-browser notebooks
 
 test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest
