@@ -28,7 +28,8 @@ app: $(STAMP)
 # first use, because neither the dashboard nor the tests need it.
 notebooks: $(STAMP)
 	$(PY) -m pip install --quiet jupyterlab==4.6.6
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --port $(NOTEBOOK_PORT) --no-browser notebooks
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --port $(NOTEBOOK_PORT) --no-browser \
+		$$([ "$$(id -u)" = 0 ] && echo --allow-root) notebooks
 
 test: $(STAMP) chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest

@@ -14,7 +14,7 @@ with the bundled model (max_length 1024, chat template):
 The matrix-product peaks in float32 and in the auto dtype are measured in this process.
 
 The "limit" of a method is the time the model's linear layers need for its tokens at the peak of
-its dtype (2 * non-embedding parameters FLOPs per token); a method's "share of limit" is that time
+its dtype (2 * non-embedding parameters FLOPs per token). A method's "share of limit" is that time
 over its measured time. Attention, the vocabulary projection and the per-token rewards are left
 out of the limit, so 1.0 is out of reach. Memory is the peak resident set of the method's process
 (model load included) and the growth of the resident set during the method itself.
@@ -54,7 +54,7 @@ def matrix_peak(dtype: torch.dtype, repeats: int = 20) -> float:
 
 
 class MemoryWatch:
-    """Sample this process's resident set every 10 ms in a thread; report the peak above a baseline."""
+    """Sample this process's resident set every 10 ms in a thread, and report the peak above a baseline."""
 
     def __init__(self) -> None:
         self.process = psutil.Process()
@@ -196,7 +196,7 @@ def run_method(args: argparse.Namespace) -> dict:
 
 
 def spearman(a: list[float], b: list[float]) -> float:
-    """Spearman rank correlation (no ties expected in continuous scores)."""
+    """Return the Spearman rank correlation of two score lists (continuous scores have no ties)."""
     ranks_a = np.argsort(np.argsort(a)).astype(float)
     ranks_b = np.argsort(np.argsort(b)).astype(float)
     return float(np.corrcoef(ranks_a, ranks_b)[0, 1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -10,15 +11,19 @@ import torch
 
 from deft_core.cli import main
 from deft_core.errors import DeftError
+from deft_core.loading import DataOptions, load_pairs
 from deft_core.models import load_model
+from deft_core.scoring import ScoreOptions, score_data
+from deft_core.store import save_scores
 from deft_core.training import loop
-from deft_core.training.command import execute
+from deft_core.training.command import add_train_arguments, collect_overrides, execute
 from deft_core.training.config import DEFAULT_OMEGA, TrainConfig, load_config
 from deft_core.training.data import load_split
 from deft_core.training.runs import create_run, launch, list_runs, open_run
 
 REPO = Path(__file__).resolve().parent.parent
-PRESETS = sorted((REPO / "configs").glob("*.yaml"))
+# Training presets; configs/ablation-*.yaml are ablation configs, loaded by tests/test_ablation.py.
+PRESETS = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("ablation-"))
 
 # A run small enough for 2 CPU cores: 6 pairs of the sample, 128 tokens, one pair per step.
 TINY = dict(
@@ -187,3 +192,25 @@ def test_visited_pairs_follow_the_schedule():
     assert set(visited.nonzero()[0].tolist()) == expected
     assert visited.sum() == 8
     assert loop.visited_pairs(config, 6, steps=2).all()
+
+
+def test_held_out_rewards_start_at_zero(fresh_home, bundled):
+    """Held-out references are computed in the run even when the score file could supply them."""
+    data = load_pairs(DataOptions("sample", limit=TINY["limit"]))
+    result = score_data(data, bundled, ScoreOptions(max_length=TINY["max_length"]))
+    scores = save_scores(fresh_home / "tiny.parquet", result.table, result.meta)
+    config = TrainConfig(**{**TINY, "eval_size": 3}, scores=str(scores), selection="top", selection_value=50)
+    session = loop.build_session(config, create_run(config))
+    metrics = loop.evaluate(session)
+    assert metrics["eval/rewards/chosen"] == 0.0
+    assert metrics["eval/rewards/rejected"] == 0.0
+
+
+def test_columns_flag_takes_both_forms():
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    config = str(REPO / "configs" / "sample-dpo.yaml")
+    pairs = parser.parse_args(["--config", config, "--columns", "prompt=question,chosen=good"])
+    assert collect_overrides(pairs)["columns"] == {"prompt": "question", "chosen": "good"}
+    as_json = parser.parse_args(["--config", config, "--columns", '{"prompt": "q"}'])
+    assert collect_overrides(as_json)["columns"] == {"prompt": "q"}

@@ -174,6 +174,10 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
             template,
             config.max_length,
         )
+        if name == "eval":
+            # Held-out references come from the batches evaluation uses, so the implicit rewards
+            # start at exactly 0. Score-file values, batched differently, differ by bf16 rounding.
+            usable[:] = False
         needed = ~usable if name == "eval" else ~usable & visited
         if name == "train":
             values[~usable & ~visited] = float("nan")  # never read; a NaN loss would show a bug
