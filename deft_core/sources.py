@@ -118,7 +118,8 @@ def read_jsonl(source: DataSource) -> Iterator[RawRow]:
                 return
             if not line.strip():
                 continue
-            yield decode_json_row(line_number, line)
+            # Without the line break, a line cut short reports the column where it ends.
+            yield decode_json_row(line_number, line.rstrip("\r\n"))
 
 
 def decode_json_row(line_number: int, text: str) -> RawRow:

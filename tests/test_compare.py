@@ -372,6 +372,9 @@ def test_unfinished_run_is_rejected(compare_home, sample_q_diff):
     pending = create_run(TrainConfig(**{**TINY_RUN, "name": "pending"}))
     with pytest.raises(DeftError, match=rf"run {pending.run_id} did not finish \(state: pending\)"):
         evaluate_model(pending.run_id, pairs, sample_q_diff, settings)
+    pending.set_status("running", pid=os.getpid())  # a live process, as while training
+    with pytest.raises(DeftError, match=rf"run {pending.run_id} is still training; .* until it finishes"):
+        evaluate_model(pending.run_id, pairs, sample_q_diff, settings)
     pending.set_status("completed")
     with pytest.raises(DeftError, match=rf"run {pending.run_id} has no adapter"):
         evaluate_model(pending.run_id, pairs, sample_q_diff, settings)

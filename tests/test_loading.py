@@ -251,3 +251,10 @@ def test_real_llama_factory_file(llama_factory_path):
     assert data.audit.format == "chat"
     assert len(data.pairs) + data.audit.rows_skipped == 300
     assert all(pair.prompt[-1]["role"] == "user" for pair in data.pairs)
+
+
+def test_line_cut_short_reports_its_end_column(tmp_path):
+    path = tmp_path / "short.jsonl"
+    path.write_text(json.dumps(HH_RECORDS[0]) + '\n{"prompt": "Q", "chosen": "A", "rejected":\n')
+    with pytest.raises(DataError, match=r"short\.jsonl:2: invalid JSON: Expecting value at column 43"):
+        load_pairs(DataOptions(str(path), on_error="raise"))

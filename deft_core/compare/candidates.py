@@ -57,6 +57,10 @@ class Candidate:
 def finished_adapter(run: RunDir) -> Path:
     """Return the run's adapter folder; raise DeftError naming the run unless it completed with one."""
     state = run.status().get("state")
+    if state == "running":
+        raise DeftError(
+            f"run {run.run_id} is still training; compare needs a completed run, so wait until it finishes"
+        )
     if state != "completed":
         raise DeftError(
             f"run {run.run_id} did not finish (state: {state}); compare needs a completed run. "

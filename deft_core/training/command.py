@@ -23,6 +23,7 @@ from typing import Any
 
 from deft_core import distributed
 from deft_core.errors import DeftError
+from deft_core.loading import parse_columns
 from deft_core.training.config import TrainConfig, field_help, field_types, load_config
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the fields given as flags; dict fields are read as JSON."""
+    """Return the fields given as flags; dict fields are read as JSON, --columns also as a=b,c=d."""
     overrides: dict[str, Any] = {}
     for name, kind in field_types().items():
         value = getattr(args, f"set_{name}", None)
         if value is None:
             continue
-        if kind is dict:
+        if name == "columns" and not value.lstrip().startswith("{"):
+            value = parse_columns(value)
+        elif kind is dict:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as error:
