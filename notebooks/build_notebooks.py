@@ -14,6 +14,7 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from compare_and_ablate_cells import COMPARE_AND_ABLATE  # noqa: E402
 from guided_training_cells import GUIDED_TRAINING  # noqa: E402
 
 SCORE_AND_FILTER = [
@@ -135,3 +136,4 @@ def build(cells: list[tuple[str, str]], path: Path) -> None:
 if __name__ == "__main__":
     build(SCORE_AND_FILTER, HERE / "01_score_and_filter.ipynb")
     build(GUIDED_TRAINING, HERE / "02_guided_training.ipynb")
+    build(COMPARE_AND_ABLATE, HERE / "03_compare_and_ablate.ipynb")

@@ -16,12 +16,14 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, monkeypatch, tmp_path):
     monkeypatch.setenv("DEFT_NB_LIMIT", "24")
-    monkeypatch.setenv("DEFT_NB_STEPS", "2")
-    monkeypatch.setenv("DEFT_NB_MAX_LENGTH", "128")
+    monkeypatch.setenv("DEFT_NB_STEPS", "1")
+    monkeypatch.setenv("DEFT_NB_MAX_LENGTH", "96")
     monkeypatch.setenv("DEFT_NB_WORK", str(tmp_path))
+    monkeypatch.setenv("DEFT_NB_PROMPTS", "2")
+    monkeypatch.setenv("DEFT_NB_NEW_TOKENS", "8")
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        notebook, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
     client.execute(env=dict(os.environ))
     errors = [
