@@ -9,7 +9,6 @@ DeftError handling).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from deft_core.ablation.config import ablation_field_help, ablation_field_types, load_ablation_config
 from deft_core.errors import DeftError
 from deft_core.progress import Progress
+from deft_core.training.command import flag_overrides
 
 
 def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,19 +42,8 @@ def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the fields given as flags; dict fields are read as JSON."""
-    overrides: dict[str, Any] = {}
-    for name, kind in ablation_field_types().items():
-        value = getattr(args, f"set_{name}", None)
-        if value is None:
-            continue
-        if kind is dict:
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as error:
-                raise DeftError(f"--{name.replace('_', '-')} takes a JSON object, got {value!r}") from error
-        overrides[name] = value
-    return overrides
+    """Return the ablation config fields given as flags; dict fields are read as JSON."""
+    return flag_overrides(args, ablation_field_types())
 
 
 class StageBars:

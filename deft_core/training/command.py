@@ -50,9 +50,17 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """Return the fields given as flags; dict fields are read as JSON, --columns also as a=b,c=d."""
+    """Return the training config fields given as flags."""
+    return flag_overrides(args, field_types())
+
+
+def flag_overrides(args: argparse.Namespace, types: dict[str, Any]) -> dict[str, Any]:
+    """Return the fields of `types` given as `set_NAME` flags.
+
+    Dict fields are read as JSON; a `columns` field also accepts "prompt=question,chosen=good".
+    """
     overrides: dict[str, Any] = {}
-    for name, kind in field_types().items():
+    for name, kind in types.items():
         value = getattr(args, f"set_{name}", None)
         if value is None:
             continue
