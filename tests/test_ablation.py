@@ -223,8 +223,8 @@ def test_launched_ablation_with_bad_score_file_fails(fresh_home, tmp_path):
 def tiny_home(tmp_path_factory, bundled):
     """A deft home with the first 10 sample pairs scored (max_length 96) and one finished ablation.
 
-    The ablation is cancelled when top-plain starts training, then resumed through the CLI, so it
-    checks cancel and resume along the way; the tests below read what it left behind.
+    The ablation is cancelled when top-plain starts training, then resumed through the CLI, so
+    building it checks cancel and resume. The tests below read what it left behind.
     """
     shared_models = Path(os.environ["DEFT_HOME"]) / "models"
     home = tmp_path_factory.mktemp("ablation-home")

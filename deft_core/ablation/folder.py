@@ -123,10 +123,10 @@ class AblationDir:
         return None
 
     def request_cancel(self) -> None:
-        """Ask the ablation to stop: the current run saves a checkpoint after its current step.
+        """Request a stop: the current run saves a checkpoint after its current step.
 
-        The current run is told directly too, so that it stops even while the ablation process
-        is inside the training loop, which checks only its own cancel file.
+        The cancel request also goes to the current run's own folder, because the training loop
+        checks only that run's cancel file.
         """
         self.cancel_path.touch()
         current = self.status().get("current_run")

@@ -9,8 +9,8 @@ One row per evaluated model: the base model first, then each variant. Columns:
 - dpo_reward_accuracy: the run's final evaluation on every held-out pair, the share of pairs
   whose implicit reward beta * log(pi / pi_ref) is higher for the chosen response. The base
   model has none, because its implicit rewards are all 0.
-  NOTE: the top k% runs read log pi_ref from the score file where its length limit cuts a pair
-  the same way; bf16 rounding in other batches shifts those rewards slightly.
+  Runs compute the held-out log pi_ref themselves, in the batches evaluation uses, so every
+  variant starts from implicit rewards of exactly 0.
 - run_logprob_accuracy: the run's final evaluation on every held-out pair, by mean token
   log-prob. The base model's value is a run's step-0 evaluation, where the fresh adapter leaves
   the model unchanged.

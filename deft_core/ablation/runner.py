@@ -94,7 +94,7 @@ class RunWatcher:
 
 @dataclass
 class SharedEvaluation:
-    """What every model is evaluated on: the held-out pairs and Q_diff over the training pool."""
+    """The held-out pairs and the Q_diff over the training pool on which every model is evaluated."""
 
     held_out: list[PreferencePair]
     q_diff: np.ndarray  # Shape: (V,)
@@ -277,7 +277,7 @@ def execute_ablation(ablation: AblationDir, progress: ProgressCallback | None = 
     package_logger.addHandler(handler)
     previous_level = package_logger.level
     package_logger.setLevel(logging.INFO)
-    # SIGTERM outside training asks for a cancel; inside, the training loop's own handler does.
+    # SIGTERM outside training requests a cancel. Inside it, the training loop's own handler does.
     previous_signal = signal.signal(signal.SIGTERM, lambda *_: ablation.request_cancel())
     try:
         ablation.set_status("running", pid=os.getpid(), error=None, started_at=now())

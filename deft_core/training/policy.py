@@ -98,7 +98,7 @@ class PolicyForward:
         rows, columns = rows.to(self.device), columns.to(self.device)
         targets = input_ids[rows, columns + 1]
         # Rows are padded on the right (see collate), so the causal mask alone hides the padding
-        # from real tokens; without an attention mask attention runs its causal kernel.
+        # from real tokens. Without an attention mask, attention runs its causal kernel.
         if self.project_hidden:
             hidden = self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
             logits = self.lm_head(hidden[rows, columns])
