@@ -43,10 +43,9 @@ def pair_contributions(
     encoded = encoder.encode(pair)
     pad_id = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
     scorer = SequenceScorer(loaded.model, q_diff, reward_form, pad_id)
-    result = scorer.score(
-        [encoded.prompt_ids, encoded.prompt_ids],
-        [encoded.chosen_ids, encoded.rejected_ids],
-        keep_token_rewards=True,
+    # The same packed pass as scoring, so the contributions add up to the score table's rewards.
+    result = scorer.score_groups(
+        [(encoded.prompt_ids, [encoded.chosen_ids, encoded.rejected_ids])], keep_token_rewards=True
     )
     sides = []
     for index, ids in enumerate((encoded.chosen_ids, encoded.rejected_ids)):

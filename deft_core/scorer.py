@@ -1,4 +1,4 @@
-"""Teacher-forced passes of a causal LM over prompt + response sequences, batched by length.
+"""Teacher-forced passes of a causal LM over prompts and their responses, batched by length.
 
 For each sequence the scorer returns the distribution reward (see deft_core.rewards), the summed
 log-probability of the response tokens, and optionally the per-token rewards.
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from deft_core.packing import PackedRows, pack_groups
 from deft_core.rewards import TOKEN_REWARDS, token_rewards_from_hidden
 
 logger = logging.getLogger(__name__)
@@ -58,65 +59,59 @@ class SequenceScorer:
             bias = getattr(self.lm_head, "bias", None)
             self.bias_term = float(bias.float() @ self.q_diff) if bias is not None else 0.0
 
-    @torch.inference_mode()
     def score(
         self, prompts: list[list[int]], responses: list[list[int]], keep_token_rewards: bool = False
     ) -> SequenceScores:
-        """Score one batch of sequences, padded on the right to the longest."""
-        hidden, logits, input_ids, positions = self.forward(prompts, responses)
-        targets = input_ids[positions[0], positions[1] + 1]
-        row_of = positions[0]
+        """Score one batch of prompt + response sequences, one sequence per row."""
+        groups = [(prompt, [response]) for prompt, response in zip(prompts, responses, strict=True)]
+        return self.score_groups(groups, keep_token_rewards)
 
+    @torch.inference_mode()
+    def score_groups(
+        self, groups: list[tuple[list[int], list[list[int]]]], keep_token_rewards: bool = False
+    ) -> SequenceScores:
+        """Score every response of every (prompt, responses) group, one row per group.
+
+        The prompt of a group runs through the model once for all its responses (deft_core.packing).
+        Results are listed sequence by sequence: the responses of group 0 in order, then group 1's.
+        """
+        packed = pack_groups(groups, self.pad_id).to(self.device)
+        hidden, logits = self.forward(packed)
         if logits is None and self.form == "logprob":
             per_token = token_rewards_from_hidden(hidden, self.projected_q, self.bias_term)
         else:
             per_token = None
-        token_logps, token_rewards = self.project(hidden, logits, targets, need_rewards=per_token is None)
+        need_rewards = per_token is None
+        token_logps, token_rewards = self.project(hidden, logits, packed.targets, need_rewards)
         if per_token is None:
             per_token = token_rewards
 
-        count = len(prompts)
-        lengths = torch.tensor([len(r) for r in responses], device=self.device, dtype=torch.float32)
-        reward_sums = torch.zeros(count, device=self.device).index_add_(0, row_of, per_token)
-        logp_sums = torch.zeros(count, device=self.device).index_add_(0, row_of, token_logps)
+        count = packed.sequences
+        lengths = torch.tensor(packed.lengths, device=self.device, dtype=torch.float32)
+        reward_sums = torch.zeros(count, device=self.device).index_add_(0, packed.sequence, per_token)
+        logp_sums = torch.zeros(count, device=self.device).index_add_(0, packed.sequence, token_logps)
         scores = SequenceScores(
             rewards=(reward_sums / lengths.clamp(min=1)).cpu().numpy(),
             logps=logp_sums.cpu().numpy(),
             token_counts=lengths.cpu().numpy().astype(np.int64),
         )
         if keep_token_rewards:
-            split = per_token.cpu().numpy()
-            bounds = np.cumsum([len(r) for r in responses])[:-1]
-            scores.token_rewards = np.split(split, bounds)
+            bounds = np.cumsum(packed.lengths)[:-1]
+            scores.token_rewards = np.split(per_token.cpu().numpy(), bounds)
         return scores
 
-    def forward(self, prompts, responses):
-        """Run the model; return hidden states (or logits) at the positions predicting responses.
+    def forward(self, packed: PackedRows):
+        """Run the model; return (hidden (N, H), None) or (None, logits (N, V)) at the N positions
+        that predict response tokens, in the order of packed.targets.
 
-        Returns (hidden (N, H) or None, logits (N, V) or None, input_ids (B, L), positions), where
-        positions = (row, column) index tensors of the N predicting positions in sequence order.
+        No key/value cache is kept: it would hold every layer's keys and values.
         """
-        sequences = [p + r for p, r in zip(prompts, responses, strict=True)]
-        width = max(len(s) for s in sequences)
-        input_ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        predicting = torch.zeros((len(sequences), width), dtype=torch.bool)
-        for row, (prompt, sequence) in enumerate(zip(prompts, sequences, strict=True)):
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            # logits at position j predict token j + 1: positions P-1 .. P+T-2 predict the response.
-            predicting[row, len(prompt) - 1 : len(sequence) - 1] = True
-        input_ids = input_ids.to(self.device)
-        positions = predicting.nonzero(as_tuple=True)
-        positions = (positions[0].to(self.device), positions[1].to(self.device))
-
-        # Padding sits on the right, after every real token, so the causal mask alone keeps real
-        # tokens from seeing it: no attention mask is passed, which lets attention take its
-        # causal kernel. No key/value cache either: it would hold every layer's keys and values.
+        positions = (packed.rows, packed.columns)
         if self.uses_hidden_shortcut:
-            decoder = self.model.get_decoder()
-            hidden = decoder(input_ids=input_ids, use_cache=False).last_hidden_state
-            return hidden[positions], None, input_ids, positions
-        logits = self.model(input_ids=input_ids, use_cache=False).logits
-        return None, logits[positions], input_ids, positions
+            hidden = self.model.get_decoder()(**packed.model_inputs()).last_hidden_state
+            return hidden[positions], None
+        logits = self.model(**packed.model_inputs()).logits
+        return None, logits[positions]
 
     def project(self, hidden, logits, targets, need_rewards: bool):
         """Return per-token log p(target) and, if asked, per-token rewards, in vocabulary chunks."""

@@ -24,7 +24,7 @@ from deft_core.scorer import SequenceScorer
 logger = logging.getLogger(__name__)
 
 # Bump when a change alters score values, so that older cache entries are not reused.
-SCORE_SCHEMA = 1
+SCORE_SCHEMA = 2
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ScoreOptions:
     template: Literal["auto", "chat", "raw"] = "auto"  # prompt rendering: chat template or HH raw text
     alpha: float = 0.0  # additive smoothing of the token distributions
     max_length: int = 1024  # tokens of prompt + response; longer pairs are cut and flagged
-    batch_size: int = 16  # sequences per forward pass
+    batch_size: int = 16  # sequences per forward pass (two per pair; pairs share their prompt)
 
     def __post_init__(self) -> None:
         problems = []
@@ -94,25 +94,31 @@ def build_distributions(encoded: list[EncodedPair], loaded: LoadedModel, alpha: 
 ScoredSequence = tuple[int, int, float, float, int]  # (pair index, side, reward, log-prob, tokens)
 
 
-def batch_plan(encoded: list[EncodedPair], batch_size: int) -> list[list[tuple]]:
-    """Split both responses of every pair into batches of similar length, longest first.
+def pairs_per_batch(batch_size: int) -> int:
+    """Pairs per forward pass for a batch size counted in sequences (each pair is two sequences)."""
+    return max(1, batch_size // 2)
 
-    Each entry is (pair index, side, prompt ids, response ids), side 0 for chosen and 1 for
-    rejected. The plan depends only on its inputs, so every process of a launch builds the same one.
+
+def batch_plan(encoded: list[EncodedPair], batch_size: int) -> list[list[int]]:
+    """Split the pairs into batches of similar packed length, longest first; return pair indices.
+
+    Each pair is packed into one row (prompt, chosen, rejected; see deft_core.packing), so a batch
+    of `batch_size` sequences holds batch_size // 2 pairs. The plan depends only on its inputs, so
+    every process of a launch builds the same one.
     """
-    sequences = [
-        (i, side, e.prompt_ids, ids)
-        for i, e in enumerate(encoded)
-        for side, ids in enumerate((e.chosen_ids, e.rejected_ids))
-    ]
-    sequences.sort(key=lambda s: len(s[2]) + len(s[3]), reverse=True)
-    return [sequences[start : start + batch_size] for start in range(0, len(sequences), batch_size)]
+    order = sorted(range(len(encoded)), key=lambda i: packed_length(encoded[i]), reverse=True)
+    size = pairs_per_batch(batch_size)
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+def packed_length(item: EncodedPair) -> int:
+    return len(item.prompt_ids) + len(item.chosen_ids) + len(item.rejected_ids)
 
 
 def run_scorer(
     scorer: SequenceScorer, encoded: list[EncodedPair], batch_size: int, progress: ProgressTracker
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Score both responses of every pair in length-sorted batches.
+    """Score both responses of every pair in length-sorted batches, the prompt computed once per pair.
 
     Under a launch of several processes, process r scores batches r, r + N, r + 2N, ... of the
     plan, each exactly as a single process would, and every process receives all results.
@@ -123,14 +129,17 @@ def run_scorer(
     numbers = distributed.shares(len(plan))
     if distributed.world_size() > 1:
         # Progress counts this process's share of the pairs.
-        progress.total = -(-sum(len(plan[number]) for number in numbers) // 2)
+        progress.total = sum(len(plan[number]) for number in numbers)
     scored: list[ScoredSequence] = []
     for number in numbers:
         batch = plan[number]
-        result = scorer.score([s[2] for s in batch], [s[3] for s in batch])
-        for k, (index, side, _, _) in enumerate(batch):
-            scored.append((index, side, result.rewards[k], result.logps[k], result.token_counts[k]))
-        progress.advance(len(batch) / 2, tokens=sum(len(s[2]) + len(s[3]) for s in batch))
+        items = [encoded[i] for i in batch]
+        result = scorer.score_groups([(e.prompt_ids, [e.chosen_ids, e.rejected_ids]) for e in items])
+        for k, index in enumerate(batch):
+            for side in (0, 1):
+                s = 2 * k + side
+                scored.append((index, side, result.rewards[s], result.logps[s], result.token_counts[s]))
+        progress.advance(len(batch), tokens=sum(packed_length(e) for e in items))
     if distributed.world_size() > 1:
         # Plain floats pickle compactly; float32 -> float is exact, as is the array assignment below.
         local = [(i, side, float(r), float(lp), int(c)) for i, side, r, lp, c in scored]
@@ -243,8 +252,8 @@ def cached_on_main(key: str) -> tuple[pd.DataFrame, dict] | None:
 
 
 def sequence_tokens(encoded: list[EncodedPair]) -> int:
-    """Count the tokens of every prompt + response sequence, both sides of every pair."""
-    return sum(2 * len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids) for e in encoded)
+    """Count the tokens the model runs: each pair's prompt once, then both responses."""
+    return sum(packed_length(e) for e in encoded)
 
 
 def build_table(

@@ -64,8 +64,9 @@ def padding_warnings(tokenizer: Any, pair: EncodedPair, end_ids: list[int]) -> l
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     # Pad the pair next to a longer copy of itself, as in a real batch, and check the mask.
     longer = EncodedPair(pair.prompt_ids, pair.chosen_ids + [pad_id] * 3, pair.rejected_ids)
-    batch = collate([pair, longer], [0, 1], pad_id)
-    end = len(pair.prompt_ids) + len(pair.chosen_ids) - 1
-    if not bool(batch.response_mask[0, end]):
+    packed = collate([pair, longer], [0, 1], pad_id).packed
+    # Sequence 0 is the pair's chosen response: the loss must predict each of its tokens, the last included.
+    predicted = packed.targets[packed.sequence == 0].tolist()
+    if predicted != list(pair.chosen_ids):
         warnings.append("EOS hidden by padding: the last response token is outside the loss mask")
     return warnings

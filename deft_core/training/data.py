@@ -13,13 +13,13 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from deft_core.distributions import TokenDistributions
 from deft_core.encoding import EncodedPair, PairEncoder
 from deft_core.errors import DeftError
 from deft_core.filtering import Selection, select
 from deft_core.loading import DataOptions, LoadedData, load_pairs
+from deft_core.packing import PackedRows, pack_groups
 from deft_core.pairs import PreferencePair
 from deft_core.store import load_scores
 from deft_core.training.config import TrainConfig
@@ -52,16 +52,23 @@ class EncodedSplit:
 
 @dataclass
 class Batch:
-    """One micro-batch: rows 0..B-1 are the chosen sequences, rows B..2B-1 the rejected ones."""
+    """One micro-batch of B pairs, each packed into one row: prompt, chosen, rejected.
 
-    input_ids: torch.Tensor  # (2B, L), right-padded
-    attention_mask: torch.Tensor  # (2B, L)
-    response_mask: torch.Tensor  # (2B, L), true where the token is a response token
+    The prompt runs through the model once for both responses (deft_core.packing). Sequence 2k of
+    `packed` is pair k's chosen response and sequence 2k + 1 its rejected one.
+    """
+
+    packed: PackedRows
     indices: list[int] = field(default_factory=list)  # positions of the pairs in their split
 
     @property
     def pairs(self) -> int:
-        return self.input_ids.shape[0] // 2
+        return self.packed.sequences // 2
+
+    @property
+    def tokens(self) -> int:
+        """Tokens the model runs for this batch, padding excluded."""
+        return self.packed.tokens
 
 
 def held_out_indices(count: int, eval_size: int, seed: int) -> np.ndarray:
@@ -151,22 +158,13 @@ def guidance_distributions(
 
 
 def collate(encoded: list[EncodedPair], indices: list[int], pad_id: int) -> Batch:
-    """Pad prompt + response sequences on the right; chosen rows first, then rejected rows."""
-    sequences = [(e.prompt_ids, e.chosen_ids) for e in encoded] + [
-        (e.prompt_ids, e.rejected_ids) for e in encoded
-    ]
-    width = max(len(p) + len(r) for p, r in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    response = torch.zeros((len(sequences), width), dtype=torch.bool)
-    for row, (prompt, reply) in enumerate(sequences):
-        length = len(prompt) + len(reply)
-        input_ids[row, :length] = torch.tensor(prompt + reply)
-        attention[row, :length] = 1
-        # The mask marks positions by length, never by token id, so an end token equal to the
-        # pad token still counts as a response token.
-        response[row, len(prompt) : length] = True
-    return Batch(input_ids, attention, response, list(indices))
+    """Pack each pair into one right-padded row: the prompt, then chosen, then rejected tokens.
+
+    Response tokens are located by length, never by token id, so an end token equal to the pad
+    token still counts as a response token.
+    """
+    packed = pack_groups([(e.prompt_ids, [e.chosen_ids, e.rejected_ids]) for e in encoded], pad_id)
+    return Batch(packed, list(indices))
 
 
 def epoch_order(count: int, epoch: int, seed: int) -> list[int]:

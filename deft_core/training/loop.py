@@ -308,7 +308,7 @@ def run_micro_batch(session: Session, micro_step: int) -> tuple[int, int, int, d
         "guidance": parts.guidance.item(),
         **preference_metrics(outputs, config.beta),
     }
-    return micro_step, len(indices), int(batch.attention_mask.sum()), values
+    return micro_step, len(indices), batch.tokens, values
 
 
 def average_gradients(parameters: list[torch.nn.Parameter], pairs: int) -> None:

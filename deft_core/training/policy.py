@@ -18,6 +18,7 @@ from deft_core.rewards import TOKEN_REWARDS
 from deft_core.scorer import LOGIT_TRANSFORMS
 from deft_core.training.config import TrainConfig
 from deft_core.training.data import Batch, collate
+from deft_core.training.dropout import use_lane_dropout
 from deft_core.training.losses import PairBatchOutputs
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ def add_lora(loaded: LoadedModel, config: TrainConfig):
     """Wrap the model in a peft LoRA adapter; only the adapter's weights are trainable.
 
     peft keeps the adapter weights in float32 when the base model is bf16 or fp16
-    (autocast_adapter_dtype, the default), so AdamW updates them in full precision.
+    (autocast_adapter_dtype, the default), so AdamW updates them in full precision. On a CPU the
+    adapters' dropout draws its masks with LaneDropout (deft_core.training.dropout).
     """
     from peft import LoraConfig, get_peft_model
 
@@ -45,6 +47,9 @@ def add_lora(loaded: LoadedModel, config: TrainConfig):
         model = get_peft_model(loaded.model, lora)
     except ValueError as error:
         raise_for_modules(error, config)
+    if loaded.device.type == "cpu":
+        # On GPUs torch's dropout kernel is fast; on a CPU drawing its masks is not.
+        use_lane_dropout(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info("LoRA r=%d on %s: %d trainable of %d parameters", config.lora_r, modules, trainable, total)
@@ -63,7 +68,7 @@ def raise_for_modules(error: ValueError, config: TrainConfig) -> None:
 
 @dataclass
 class ForwardResult:
-    """Per-sequence sums for a batch of 2B sequences (chosen rows first). Shapes: (2B,)."""
+    """Per-sequence sums for the 2B sequences of B pairs, chosen ones first. Shapes: (2B,)."""
 
     logps: torch.Tensor
     rewards: torch.Tensor
@@ -75,6 +80,8 @@ class PolicyForward:
 
     def __init__(self, model, q_diff: np.ndarray, reward_form: str, pad_id: int) -> None:
         self.model = model
+        if reward_form not in TOKEN_REWARDS:
+            raise ValueError(f"unknown reward form {reward_form!r}; allowed: {', '.join(TOKEN_REWARDS)}")
         self.reward_form = reward_form
         self.pad_id = pad_id
         self.device = next(model.parameters()).device
@@ -89,37 +96,31 @@ class PolicyForward:
         )
 
     def response_logits(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Return (logits (N, V), target ids (N,), row of each (N,)) for the N response tokens."""
-        input_ids = batch.input_ids.to(self.device)
-        # Position j predicts token j + 1, so shift the response mask left by one.
-        predicting = torch.zeros_like(batch.response_mask)
-        predicting[:, :-1] = batch.response_mask[:, 1:]
-        rows, columns = predicting.nonzero(as_tuple=True)
-        rows, columns = rows.to(self.device), columns.to(self.device)
-        targets = input_ids[rows, columns + 1]
-        # Rows are padded on the right (see collate), so the causal mask alone hides the padding
-        # from real tokens. Without an attention mask, attention runs its causal kernel.
+        """Return (logits (N, V), target ids (N,), sequence of each (N,)) for the N response tokens."""
+        packed = batch.packed.to(self.device)
         if self.project_hidden:
-            hidden = self.decoder(input_ids=input_ids, use_cache=False).last_hidden_state
-            logits = self.lm_head(hidden[rows, columns])
+            hidden = self.decoder(**packed.model_inputs()).last_hidden_state
+            logits = self.lm_head(hidden[packed.rows, packed.columns])
         else:
-            logits = self.model(input_ids=input_ids, use_cache=False).logits[rows, columns]
-        return logits, targets, rows
+            logits = self.model(**packed.model_inputs()).logits[packed.rows, packed.columns]
+        return logits, packed.targets, packed.sequence
 
     def __call__(self, batch: Batch, need_rewards: bool = True) -> ForwardResult:
-        logits, targets, rows = self.response_logits(batch)
-        count = batch.input_ids.shape[0]
+        logits, targets, sequence = self.response_logits(batch)
+        count = batch.packed.sequences
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         token_logps = log_probs.gather(-1, targets[:, None]).squeeze(-1)
         zeros = torch.zeros(count, device=self.device)
-        logps = zeros.index_add(0, rows, token_logps)
-        tokens = torch.zeros(count, device=self.device).index_add(0, rows, torch.ones_like(token_logps))
+        logps = zeros.index_add(0, sequence, token_logps)
+        tokens = zeros.index_add(0, sequence, torch.ones_like(token_logps))
         if need_rewards:
-            token_rewards = TOKEN_REWARDS[self.reward_form](logits, self.q_diff)
-            rewards = zeros.index_add(0, rows, token_rewards) / tokens.clamp(min=1)
+            # TOKEN_REWARDS[form] on the log-probs already computed: Q_diff . log p or Q_diff . p.
+            weights = log_probs if self.reward_form == "logprob" else log_probs.exp()
+            token_rewards = weights @ self.q_diff
+            rewards = zeros.index_add(0, sequence, token_rewards) / tokens.clamp(min=1)
         else:
-            rewards = torch.zeros(count, device=self.device)
-        return ForwardResult(logps, rewards, tokens)
+            rewards = zeros
+        return ForwardResult(chosen_first(logps), chosen_first(rewards), chosen_first(tokens))
 
     def pair_outputs(
         self, batch: Batch, reference: torch.Tensor, need_rewards: bool = True
@@ -138,6 +139,11 @@ class PolicyForward:
             ref_chosen_logps=reference[:, 0],
             ref_rejected_logps=reference[:, 1],
         )
+
+
+def chosen_first(values: torch.Tensor) -> torch.Tensor:
+    """Reorder per-sequence values from (chosen 0, rejected 0, chosen 1, ...) to chosen ones first."""
+    return values.view(-1, 2).T.reshape(-1)
 
 
 def reference_logps(forward: PolicyForward, encoded: list[EncodedPair], batch_size: int) -> torch.Tensor:
