@@ -37,7 +37,7 @@ def test_job_scores_into_cache(bundled, fresh_home):
     assert final.state == "done"
     assert final.done == final.total == 6
     assert store.cache_entry(key).is_file()
-    saved = json.loads(jobs.status_path(key).read_text())
+    saved = json.loads(jobs.SCORING.status_path(key).read_text())
     assert saved["state"] == "done"
     assert jobs.start_job(key, data, bundled, options).state == "done"
 
@@ -70,12 +70,12 @@ def test_cancelled_job_leaves_no_cache(bundled, fresh_home):
 
 def test_stale_running_status_reads_interrupted(fresh_home):
     status = jobs.JobStatus(key="abc", state="running", total=10, done=3, pid=os.getpid())
-    jobs.write_status(status)
+    jobs.SCORING.write_status(status)
     read = jobs.job_status("abc")
     assert read.state == "interrupted"
     assert "start it again" in read.error
 
 
 def test_unreadable_status_is_ignored(fresh_home):
-    jobs.status_path("bad").write_text("{not json")
+    jobs.SCORING.status_path("bad").write_text("{not json")
     assert jobs.job_status("bad") is None

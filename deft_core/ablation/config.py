@@ -20,8 +20,8 @@ from deft_core.training.config import (
     TrainConfig,
     coerce,
     option,
+    read_config_file,
     resolve_path,
-    yaml_error_message,
 )
 
 # Fields that name files. Relative paths in a YAML file are resolved against the file's folder.
@@ -284,22 +284,7 @@ def ablation_from_dict(values: dict[str, Any], base_folder: Path | None = None) 
 
 def load_ablation_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> AblationConfig:
     """Read a YAML ablation config (or start from the defaults) and apply overrides on top."""
-    values: dict[str, Any] = {}
-    base_folder = None
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise DeftError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise DeftError(yaml_error_message(path, error)) from error
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DeftError(
-                f"{path}: an ablation config must be a YAML mapping of settings, got {type(loaded).__name__}"
-            )
-        values = loaded or {}
-        base_folder = path.resolve().parent
+    values, base_folder = read_config_file(path, "an ablation config")
     if not overrides:
         return ablation_from_dict(values, base_folder)
     # Resolve the file's paths against its folder first, then the overrides against the cwd.

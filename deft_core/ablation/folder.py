@@ -17,25 +17,22 @@ Every JSON, CSV and HTML file is written atomically, so a reader never sees half
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from deft_core.ablation.config import AblationConfig, load_ablation_config
 from deft_core.errors import DeftError
 from deft_core.home import deft_home
+from deft_core.job_folders import JobFolder, now, read_json, unique_folder, write_json
 from deft_core.sources import atomic_path
-from deft_core.training.runs import RunDir, now, process_alive, write_json
+from deft_core.training.runs import RunDir
 
 logger = logging.getLogger(__name__)
-
-STATES = ("pending", "running", "completed", "cancelled", "failed")
 
 
 def ablations_root() -> Path:
@@ -44,31 +41,17 @@ def ablations_root() -> Path:
     return root
 
 
-def read_json(path: Path) -> Any:
-    """Return a JSON file's content, or None when it is missing or cannot be parsed."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
 @dataclass
-class AblationDir:
+class AblationDir(JobFolder):
     """One ablation's folder; see the module docstring for its files."""
 
-    path: Path
+    kind: ClassVar[str] = "ablation"
+    command: ClassVar[str] = "ablate"
+    log_name: ClassVar[str] = "ablation.log"
 
     @property
     def ablation_id(self) -> str:
         return self.path.name
-
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def cancel_path(self) -> Path:
-        return self.path / "CANCEL"
 
     @property
     def runs_folder(self) -> Path:
@@ -80,19 +63,6 @@ class AblationDir:
 
     def config(self) -> AblationConfig:
         return load_ablation_config(self.config_path)
-
-    def status(self) -> dict[str, Any]:
-        """Return status.json; a "running" ablation whose process has ended is reported as failed."""
-        status = read_json(self.path / "status.json") or {"state": "pending"}
-        if status.get("state") == "running" and not process_alive(status.get("pid")):
-            status = {**status, "state": "failed", "error": "the ablation process ended without reporting"}
-        return status
-
-    def set_status(self, state: str, **fields: Any) -> None:
-        if state not in STATES:
-            raise ValueError(f"unknown ablation state {state!r}")
-        current = read_json(self.path / "status.json") or {}
-        write_json(self.path / "status.json", {**current, **fields, "state": state, "updated_at": now()})
 
     def progress(self) -> dict[str, Any]:
         return read_json(self.path / "progress.json") or {}
@@ -133,18 +103,6 @@ class AblationDir:
         if current and Path(current).is_dir():
             RunDir(Path(current)).request_cancel()
 
-    def cancel_requested(self) -> bool:
-        return self.cancel_path.exists()
-
-    def log_tail(self, lines: int = 40) -> str:
-        texts = []
-        for name in ("ablation.log", "process.log"):
-            path = self.path / name
-            if path.is_file():
-                text = path.read_text(encoding="utf-8", errors="replace")
-                texts.append("\n".join(text.splitlines()[-lines:]))
-        return "\n".join(texts)
-
 
 def create_ablation(config: AblationConfig, root: Path | None = None) -> AblationDir:
     """Make a new ablation folder named by time, method and k, and write its resolved config."""
@@ -152,13 +110,7 @@ def create_ablation(config: AblationConfig, root: Path | None = None) -> Ablatio
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-")
     base = f"{stamp}-{config.method}-k{config.k_percent:g}" + (f"-{label}" if label else "")
-    path = root / base
-    suffix = 2
-    while path.exists():
-        path = root / f"{base}-{suffix}"
-        suffix += 1
-    path.mkdir(parents=True)
-    ablation = AblationDir(path)
+    ablation = AblationDir(unique_folder(root, base))
     ablation.write_text("config.yaml", config.to_yaml())
     ablation.set_status("pending", created_at=now(), runs={}, finished=[])
     return ablation
@@ -182,25 +134,8 @@ def list_ablations(root: Path | None = None) -> list[AblationDir]:
 
 
 def launch_ablation(ablation: AblationDir) -> subprocess.Popen:
-    """Start (or resume) an ablation in a new process: `python -m deft_core ablate --resume ID`.
-
-    The child runs in its own session, so it survives a dashboard rerun, and writes its output
-    to process.log. A stale cancel request from an earlier attempt is removed first.
-    """
-    state = ablation.status()["state"]
-    if state == "running":
-        raise DeftError(f"ablation {ablation.ablation_id} is already running")
-    if state == "completed":
-        raise DeftError(f"ablation {ablation.ablation_id} is already completed; start a new one instead")
-    ablation.cancel_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "deft_core", "ablate", "--resume", str(ablation.path)]
-    with open(ablation.path / "process.log", "a", encoding="utf-8") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    ablation.set_status("running", pid=process.pid, error=None)
-    logger.info("launched ablation %s as pid %d", ablation.ablation_id, process.pid)
-    return process
+    """Start (or resume) an ablation in a new process: `python -m deft_core ablate --resume ID`."""
+    return ablation.launch()
 
 
 def progress_summary(ablation: AblationDir, models: int = 7) -> tuple[float, str]:

@@ -27,10 +27,11 @@ from deft_core.ablation import results as tables
 from deft_core.ablation.config import AblationConfig, Variant, variant_configs
 from deft_core.ablation.folder import AblationDir
 from deft_core.errors import DeftError
+from deft_core.job_folders import now
 from deft_core.pairs import PreferencePair
 from deft_core.progress import Progress, ProgressCallback
 from deft_core.training.config import TrainConfig
-from deft_core.training.runs import RunDir, create_run, now
+from deft_core.training.runs import RunDir, create_run
 
 logger = logging.getLogger(__name__)
 

@@ -297,24 +297,29 @@ def yaml_error_message(path: Path, error: yaml.YAMLError) -> str:
     return f"{where}: invalid YAML: {problem}"
 
 
+def read_config_file(path: str | Path | None, kind: str) -> tuple[dict[str, Any], Path | None]:
+    """Read a YAML config file of settings; return (settings, the file's folder).
+
+    With no path, return no settings and no folder. `kind` names the config in messages
+    ("a training config").
+    """
+    if path is None:
+        return {}, None
+    path = Path(path)
+    if not path.is_file():
+        raise DeftError(f"config file not found: {path}")
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise DeftError(yaml_error_message(path, error)) from error
+    if loaded is not None and not isinstance(loaded, dict):
+        raise DeftError(f"{path}: {kind} must be a YAML mapping of settings, got {type(loaded).__name__}")
+    return loaded or {}, path.resolve().parent
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config file (or start from the defaults) and apply overrides on top."""
-    values: dict[str, Any] = {}
-    base_folder = None
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise DeftError(f"config file not found: {path}")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            raise DeftError(yaml_error_message(path, error)) from error
-        if loaded is not None and not isinstance(loaded, dict):
-            raise DeftError(
-                f"{path}: a training config must be a YAML mapping of settings, got {type(loaded).__name__}"
-            )
-        values = loaded or {}
-        base_folder = path.resolve().parent
+    values, base_folder = read_config_file(path, "a training config")
     config = config_from_dict(values, base_folder)
     if overrides:
         merged = {**config.to_dict(), **overrides}

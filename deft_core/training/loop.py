@@ -432,7 +432,7 @@ def finish(session: Session, state: str, step: int, started: float) -> dict[str,
         "eval_last": evals[-1] if evals else None,
         "adapter": str(run.path / "adapter") if state == "completed" else None,
     }
-    from deft_core.training.runs import write_json
+    from deft_core.job_folders import write_json
 
     write_json(run.path / "summary.json", summary)
     return summary

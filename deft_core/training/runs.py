@@ -17,24 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from deft_core.errors import DeftError
 from deft_core.home import deft_home
+from deft_core.job_folders import JobFolder, now, unique_folder
 from deft_core.sources import atomic_path
 from deft_core.training.config import TrainConfig, load_config
 
 logger = logging.getLogger(__name__)
-
-STATES = ("pending", "running", "completed", "cancelled", "failed")
-FINAL_STATES = ("completed", "cancelled", "failed")
 
 
 def runs_root() -> Path:
@@ -43,72 +39,25 @@ def runs_root() -> Path:
     return root
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json(path: Path, value: Any) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A finished child that was never waited for is a zombie: treat it as ended.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return True
-    return state != "Z"
-
-
 @dataclass
-class RunDir:
+class RunDir(JobFolder):
     """One training run's folder; all files are written atomically except the appended logs."""
 
-    path: Path
+    kind: ClassVar[str] = "run"
+    command: ClassVar[str] = "train"
+    log_name: ClassVar[str] = "train.log"
+    pending: ClassVar[dict[str, Any]] = {"step": 0}
 
     @property
     def run_id(self) -> str:
         return self.path.name
 
     @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
-    @property
-    def cancel_path(self) -> Path:
-        return self.path / "CANCEL"
-
     def config(self) -> TrainConfig:
         return load_config(self.config_path)
-
-    def status(self) -> dict[str, Any]:
-        """Return status.json; a "running" run whose process has ended is reported as failed."""
-        try:
-            status = json.loads((self.path / "status.json").read_text(encoding="utf-8"))
-        except (FileNotFoundError, json.JSONDecodeError):
-            return {"state": "pending", "step": 0}
-        if status.get("state") == "running" and not process_alive(status.get("pid")):
-            status = {**status, "state": "failed", "error": "the training process ended without reporting"}
-        return status
-
-    def set_status(self, state: str, **fields: Any) -> None:
-        if state not in STATES:
-            raise ValueError(f"unknown run state {state!r}")
-        current = self.status() if (self.path / "status.json").is_file() else {}
-        write_json(self.path / "status.json", {**current, **fields, "state": state, "updated_at": now()})
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         with open(self.path / "metrics.jsonl", "a", encoding="utf-8") as handle:
@@ -131,16 +80,6 @@ class RunDir:
         path = self.path / "summary.json"
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
-    def log_tail(self, lines: int = 40) -> str:
-        texts = []
-        for name in ("train.log", "process.log"):
-            path = self.path / name
-            if path.is_file():
-                texts.append(
-                    "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-                )
-        return "\n".join(texts)
-
     def latest_checkpoint(self) -> Path | None:
         steps = sorted(
             (int(p.name.split("-")[1]), p)
@@ -153,9 +92,6 @@ class RunDir:
         """Ask the training process to save a checkpoint and stop; it checks between optimizer steps."""
         self.cancel_path.touch()
 
-    def cancel_requested(self) -> bool:
-        return self.cancel_path.exists()
-
 
 def create_run(config: TrainConfig, root: Path | None = None) -> RunDir:
     """Make a new run folder named by time, method and label, and write its resolved config."""
@@ -164,13 +100,7 @@ def create_run(config: TrainConfig, root: Path | None = None) -> RunDir:
     label = re.sub(r"[^A-Za-z0-9_.-]+", "-", config.name).strip("-")
     guided = "deft-" if config.guidance_weight > 0 else ""
     base = f"{stamp}-{guided}{config.method}" + (f"-{label}" if label else "")
-    path = root / base
-    suffix = 2
-    while path.exists():
-        path = root / f"{base}-{suffix}"
-        suffix += 1
-    path.mkdir(parents=True)
-    run = RunDir(path)
+    run = RunDir(unique_folder(root, base))
     with atomic_path(run.config_path) as temporary:
         temporary.write_text(config.to_yaml(), encoding="utf-8")
     run.set_status("pending", step=0, created_at=now())
@@ -195,22 +125,5 @@ def list_runs(root: Path | None = None) -> list[RunDir]:
 
 
 def launch(run: RunDir) -> subprocess.Popen:
-    """Start (or resume) a run in a new process: `python -m deft_core train --resume RUN`.
-
-    The child runs in its own session, so it survives a dashboard rerun, and writes its output
-    to process.log. A stale cancel request from an earlier attempt is removed first.
-    """
-    status = run.status()
-    if status["state"] == "running":
-        raise DeftError(f"run {run.run_id} is already running (pid {status.get('pid')})")
-    if status["state"] == "completed":
-        raise DeftError(f"run {run.run_id} is already completed; start a new run instead")
-    run.cancel_path.unlink(missing_ok=True)
-    command = [sys.executable, "-m", "deft_core", "train", "--resume", str(run.path)]
-    with open(run.path / "process.log", "a", encoding="utf-8") as output:
-        process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-    run.set_status("running", pid=process.pid, error=None)
-    logger.info("launched run %s as pid %d", run.run_id, process.pid)
-    return process
+    """Start (or resume) a run in a new process: `python -m deft_core train --resume RUN`."""
+    return run.launch()
