@@ -21,7 +21,10 @@ PAGES = [
     st.Page("pages/ablation.py", title="Ablation", icon=":material/science:"),
 ]
 
-st.set_page_config(page_title="deft", layout="wide")
+# Streamlit 1.67 draws ":material/NAME:" icons in the sidebar from its bundled font, but it turns
+# the page icon into a favicon fetched from fonts.gstatic.com unless set_page_config sets one.
+# An emoji favicon is a data: URL, so the dashboard makes no request beyond its own server.
+st.set_page_config(page_title="deft", page_icon="🧪", layout="wide")
 # Each page draws the shared sidebar through page_header(). Drawing it here instead would be
 # simpler, but streamlit 1.67's AppTest reruns a page of a pages/ folder without this entry
 # point, so the sidebar would vanish from the tests after the first run.

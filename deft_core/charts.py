@@ -15,6 +15,36 @@ DROPPED_COLOR = "#9e9e9e"
 BINS = 40
 
 
+def fit_axes(figure: go.Figure) -> go.Figure:
+    """Let every axis grow the margins to fit its tick labels and title, and write small ticks as 2e-5.
+
+    Fixed margins cut off long category names and axis titles. Plotly's default exponent format
+    ("B", SI prefixes) writes 0.00002 as "20μ", which reads as a unit. The "e" format writes 2e-5.
+    """
+    figure.update_xaxes(automargin=True, exponentformat="e")
+    figure.update_yaxes(automargin=True, exponentformat="e")
+    return figure
+
+
+def legend_below(figure: go.Figure) -> go.Figure:
+    """Anchor a horizontal legend to the bottom of the whole figure, below the x tick labels.
+
+    A legend placed at a fixed fraction below the plot area covers long rotated tick labels.
+    """
+    figure.update_layout(legend={"orientation": "h", "yref": "container", "y": 0, "yanchor": "bottom"})
+    return figure
+
+
+def pop_title(figure: go.Figure) -> tuple[str, go.Figure]:
+    """Remove the figure's title and return it, for the page to show as text that wraps.
+
+    Plotly never wraps a title, so a title longer than a narrow column is cut off.
+    """
+    title = figure.layout.title.text or ""
+    figure.update_layout(title=None, margin={"t": 10})
+    return title, figure
+
+
 def layout(figure: go.Figure, title: str, x: str, y: str) -> go.Figure:
     figure.update_layout(
         title=title,
@@ -24,7 +54,7 @@ def layout(figure: go.Figure, title: str, x: str, y: str) -> go.Figure:
         height=320,
         legend={"orientation": "h", "y": -0.25},
     )
-    return figure
+    return fit_axes(figure)
 
 
 def overlaid_histogram(series: dict[str, np.ndarray], colors: list[str], title: str, x: str) -> go.Figure:

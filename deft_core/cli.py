@@ -12,11 +12,29 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from deft_core.errors import DeftError
 from deft_core.progress import Progress
+from deft_core.text import count_noun
 
 logger = logging.getLogger("deft_core")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line that points to --help, not the full usage.
+
+    Subcommand parsers inherit the class, so `deft train` errors read the same way.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        exit_with_usage_error(self.prog, message)
+
+
+def exit_with_usage_error(prog: str, message: str) -> NoReturn:
+    """Print a usage error as one line on stderr and exit with status 2, as argparse does."""
+    print(f"{prog}: error: {message}; run `{prog} --help` for the options", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +78,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="deft", description="Score, filter and audit preference data with the DEFT distribution reward."
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -221,13 +239,14 @@ def run_score(args: argparse.Namespace) -> int:
         if result.from_cache
         else f"in {timing['seconds']:.1f} s ({timing['tokens_per_s']:,.0f} tok/s)"
     )
-    print(f"scored {len(result.table)} pairs {origin}; wrote {path}")
+    print(f"scored {count_noun(len(result.table), 'pair')} {origin}; wrote {path}")
     return 0
 
 
 def report_audit_briefly(audit) -> None:
     print(
-        f"read {audit.rows_read} rows from {audit.source}: {audit.pairs_loaded} pairs, "
+        f"read {count_noun(audit.rows_read, 'row')} from {audit.source}: "
+        f"{count_noun(audit.pairs_loaded, 'pair')}, "
         f"{audit.rows_skipped} skipped",
         file=sys.stderr,
     )
@@ -250,8 +269,9 @@ def run_filter(args: argparse.Namespace) -> int:
             f"to {high:.4g}",
             file=sys.stderr,
         )
+    total = summary["kept"] + summary["dropped"]
     print(
-        f"kept {summary['kept']} of {summary['kept'] + summary['dropped']} pairs ({selection.describe()}); "
+        f"kept {summary['kept']} of {count_noun(total, 'pair')} ({selection.describe()}); "
         f"wrote {summary['kept_path']} and {summary['dropped_path']}"
     )
     return 0
@@ -326,8 +346,21 @@ COMMANDS = {
 }
 
 
+def unrecognized_message(args: argparse.Namespace, extra: list[str]) -> str:
+    """Describe arguments that no option takes; a bare YAML file for train or ablate gets a hint."""
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    yaml_files = [item for item in extra if item.endswith((".yaml", ".yml"))]
+    takes_config = args.command in ("train", "ablate") and not (args.config or args.resume)
+    if takes_config and yaml_files:
+        message += f"; give a config file as --config {yaml_files[0]}"
+    return message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        exit_with_usage_error(f"deft {args.command}", unrecognized_message(args, extra))
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

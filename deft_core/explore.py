@@ -19,6 +19,7 @@ import pandas as pd
 from deft_core.distributions import TokenDistributions, readable_token
 from deft_core.encoding import EncodedPair
 from deft_core.pairs import PreferencePair
+from deft_core.text import count_noun
 
 # A kept subset whose median response length differs from the whole set's by more than this
 # factor (either way) gets a warning: the score may be selecting on length.
@@ -150,7 +151,11 @@ def skew_warnings(table: pd.DataFrame, keep: np.ndarray) -> list[str]:
             f"truncated) against {share_all:.0%} of all pairs."
         )
     if summary.kept < 10:
-        warnings.append(f"Only {summary.kept} pairs are kept: statistics of the kept subset are unreliable.")
+        verb = "is" if summary.kept == 1 else "are"
+        warnings.append(
+            f"Only {count_noun(summary.kept, 'pair')} {verb} kept: "
+            "statistics of the kept subset are unreliable."
+        )
     return warnings
 
 

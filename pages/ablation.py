@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from deft_core import charts
 from deft_core.ablation import results as tables
 from deft_core.ablation.config import AblationConfig, ablation_field_help, load_ablation_config
 from deft_core.ablation.folder import (
@@ -19,6 +20,7 @@ from deft_core.ablation.folder import (
 from deft_core.dashboard_context import page_header
 from deft_core.dashboard_state import current
 from deft_core.errors import DeftError
+from deft_core.text import count_noun
 from deft_core.training.config import DEFAULT_OMEGA, METHODS
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -127,15 +129,18 @@ def results_view(ablation: AblationDir) -> None:
     evaluated = results.get("generation_prompts", 0)
     st.caption(
         f"preference_accuracy, logprob_accuracy, reward_mean, BLEU and perplexity: evaluate_model on "
-        f"the first {evaluated} held-out pairs. dpo_reward_accuracy and run_logprob_accuracy: each "
-        f"run's final evaluation on all {held_out} held-out pairs, where one pair is "
+        f"the first {count_noun(evaluated, 'held-out pair')}. "
+        "dpo_reward_accuracy and run_logprob_accuracy: each "
+        f"run's final evaluation on all {count_noun(held_out, 'held-out pair')}, where one pair is "
         f"{1 / max(held_out, 1):.3f} of accuracy. The base model's preference_accuracy compares "
         "mean token log-probs, a run's compares DPO implicit rewards."
     )
     st.caption("Green bars: guidance on. Blue bars: guidance off, and the base model.")
     columns = st.columns(2)
     for index, figure in enumerate(tables.figures(rows, held_out, evaluated).values()):
-        columns[index % 2].plotly_chart(figure, width="stretch")
+        title, figure = charts.pop_title(figure)
+        columns[index % 2].markdown(f"**{title}**")
+        columns[index % 2].plotly_chart(charts.legend_below(charts.fit_axes(figure)), width="stretch")
     st.download_button(
         "Download results.csv",
         tables.csv_text(rows),

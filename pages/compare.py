@@ -8,6 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from deft_core.charts import fit_axes
 from deft_core.compare.comparison import CompareRequest, Comparison, load_comparison, saved_comparisons
 from deft_core.compare.evaluate import GenerationSettings
 from deft_core.compare.jobs import cancel_compare, compare_status, start_compare
@@ -27,6 +28,7 @@ from deft_core.compare.report import (
 from deft_core.dashboard_context import page_header
 from deft_core.dashboard_state import show_error
 from deft_core.errors import DeftError
+from deft_core.text import count_noun
 from deft_core.training.runs import RunDir, list_runs
 
 VIEW_KEY = "compare.view"  # ("job", request key) or ("file", results.json path)
@@ -251,7 +253,8 @@ def show_results(path: Path) -> None:
         return
     meta = comparison.meta
     st.success(
-        f"{len(comparison.evaluations)} models on {len(comparison.evaluations[0].outputs)} prompts "
+        f"{count_noun(len(comparison.evaluations), 'model')} on "
+        f"{count_noun(len(comparison.evaluations[0].outputs), 'prompt')} "
         f"({meta['prompt_source']}). Saved in {path}."
     )
     for warning in comparison.warnings:
@@ -264,12 +267,12 @@ def show_results(path: Path) -> None:
         width="stretch",
         column_config={c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[1:]},
     )
-    st.plotly_chart(metric_figure(comparison), width="stretch")
+    st.plotly_chart(fit_axes(metric_figure(comparison)), width="stretch")
     left, right = st.columns(2)
-    left.plotly_chart(
-        distribution_figure(comparison, "reward", "Distribution reward of each output"), width="stretch"
-    )
-    right.plotly_chart(distribution_figure(comparison, "length", "Output length in tokens"), width="stretch")
+    reward = distribution_figure(comparison, "reward", "Distribution reward of each output")
+    left.plotly_chart(fit_axes(reward), width="stretch")
+    length = distribution_figure(comparison, "length", "Output length in tokens")
+    right.plotly_chart(fit_axes(length), width="stretch")
 
     st.subheader("Outputs side by side")
     side_by_side(comparison)

@@ -8,6 +8,7 @@ from deft_core.audit import PAIR_WARNINGS, ROW_ERRORS
 from deft_core.dashboard_context import page_header, require_data
 from deft_core.dashboard_state import cached_encoded, model_spec, show_error
 from deft_core.explore import length_frame, pairs_frame
+from deft_core.text import count_noun
 
 page_header(
     "Data",
@@ -32,9 +33,13 @@ problems = [kind for kind in (*ROW_ERRORS, *PAIR_WARNINGS) if audit.counts.get(k
 if not problems:
     st.success("No row was skipped and no pair was flagged.")
 for kind in problems:
-    action = "rows skipped" if kind in ROW_ERRORS else "pairs kept and flagged"
+    count = audit.counts[kind]
+    if kind in ROW_ERRORS:
+        action = f"{count_noun(count, 'row')} skipped"
+    else:
+        action = f"{count_noun(count, 'pair')} kept and flagged"
     description = ROW_ERRORS.get(kind) or PAIR_WARNINGS[kind]
-    with st.expander(f"{kind}: {audit.counts[kind]} {action}: {description}"):
+    with st.expander(f"{kind}: {action}: {description}"):
         examples = pd.DataFrame(
             [
                 {"where": audit.where(e.line), "field": e.field, "message": e.message, "snippet": e.snippet}

@@ -10,6 +10,7 @@ from deft_core.dashboard_state import bound, current, selection, threshold_value
 from deft_core.explore import correlation, keep_summary, response_length, skew_warnings
 from deft_core.filtering import select
 from deft_core.jobs import cancel_job, job_status, start_job
+from deft_core.text import count_noun
 
 METHOD_LABELS = {
     "top": "Top k% by score",
@@ -50,7 +51,7 @@ def job_progress(key: str) -> None:
     else:
         st.progress(
             status.fraction,
-            text=f"{status.stage}: {status.done:.0f} of {status.total} pairs · "
+            text=f"{status.stage}: {status.done:.0f} of {count_noun(status.total, 'pair')} · "
             f"{status.tokens_per_s:.0f} tokens/s · about {format_seconds(status.eta_s)} left",
         )
     st.caption("Scoring runs on the server: you may switch pages or reload; this bar picks the job up again.")
@@ -69,15 +70,17 @@ def scoring_section(context: ScoreContext) -> None:
         st.error(f"The last scoring run failed: {status.error}")
     elif status is not None and status.state in ("cancelled", "interrupted"):
         st.warning(
-            f"The last scoring run was {status.state} after {status.done:.0f} of {status.total} pairs."
+            f"The last scoring run was {status.state} after {status.done:.0f} "
+            f"of {count_noun(status.total, 'pair')}."
         )
-    pairs = len(context.data.data.pairs)
+    pairs = count_noun(len(context.data.data.pairs), "pair")
+    verb = "is" if len(context.data.data.pairs) == 1 else "are"
     st.info(
-        f"{pairs} pairs are not scored yet with model {context.spec} and these options. "
+        f"{pairs} {verb} not scored yet with model {context.spec} and these options. "
         "Scoring runs in the background and its result is cached, so it is done once."
     )
-    if st.button(f"Score {pairs} pairs", type="primary", key="rewards.start"):
-        description = f"{pairs} pairs of {context.data.data.source.describe()} with {context.spec}"
+    if st.button(f"Score {pairs}", type="primary", key="rewards.start"):
+        description = f"{pairs} of {context.data.data.source.describe()} with {context.spec}"
         start_job(context.key, context.data.data, context.loaded, context.score_options, description)
         st.rerun()
     st.stop()
@@ -130,7 +133,8 @@ if not context.has_scores:
 table, meta = context.scores()
 timing = meta.get("timing", {})
 st.success(
-    f"Scores of {len(table)} pairs loaded from the cache (computed in {timing.get('seconds', '?')} s "
+    f"Scores of {count_noun(len(table), 'pair')} loaded from the cache "
+    f"(computed in {timing.get('seconds', '?')} s "
     f"with {meta['model']['spec']}, {meta['options']['reward_form']} form, "
     f"{meta['options']['pair_score']} score)."
 )

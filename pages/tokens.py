@@ -92,5 +92,7 @@ st.subheader("Token search")
 query = st.text_input("Find tokens containing", key="tokens.query", placeholder="e.g. sorry")
 if query:
     found = search_tokens(distributions, tokenizer, query)
-    st.markdown(f"**{len(found)}** tokens seen in the data match, sorted by |Q_diff| (at most 200 shown).")
+    st.markdown(
+        f"Tokens seen in the data that match: **{len(found)}**, sorted by |Q_diff| (at most 200 shown)."
+    )
     st.dataframe(found, hide_index=True, width="stretch")

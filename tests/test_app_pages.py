@@ -63,6 +63,15 @@ def open_page(page: str | None = None) -> AppTest:
     return app
 
 
+def chart_axes(app: AppTest) -> list[dict]:
+    """Return the x and y axis layouts of every plotly chart on the page."""
+    axes = []
+    for chart in app.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec)["layout"]
+        axes += [value for key, value in layout.items() if key.startswith(("xaxis", "yaxis"))]
+    return axes
+
+
 def metric(app: AppTest, label: str) -> str:
     return next(m.value for m in app.metric if m.label == label)
 
@@ -86,8 +95,8 @@ def test_data_page_lists_problems(app_home, tmp_path):
     app = open_page()
     assert metric(app, "Rows skipped") == "2"
     labels = [e.label for e in app.expander]
-    assert any(label.startswith("unparseable: 1 rows skipped") for label in labels)
-    assert any(label.startswith("duplicate: 1 pairs kept and flagged") for label in labels)
+    assert any(label.startswith("unparseable: 1 row skipped") for label in labels)
+    assert any(label.startswith("duplicate: 1 pair kept and flagged") for label in labels)
 
 
 def test_malformed_upload_shows_error(app_home):
@@ -112,9 +121,12 @@ def test_token_page_charts_and_search(app_home):
     write_settings(app_home)
     app = open_page("pages/tokens.py")
     assert len(app.get("plotly_chart")) == 4
+    for axis in chart_axes(app):
+        assert axis.get("automargin") is True, "tick labels and titles grow the margins"
+        assert axis.get("exponentformat") == "e", "Q_diff ticks are written as 2e-05, not 20μ"
     app.text_input(key="tokens.query").set_value("the").run()
     assert not app.exception
-    assert "tokens seen in the data match" in app.markdown[-1].value
+    assert "Tokens seen in the data that match" in app.markdown[-1].value
 
 
 def test_token_page_alpha_updates_sidebar(app_home):

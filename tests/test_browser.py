@@ -15,6 +15,7 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -100,13 +101,23 @@ def page():
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        # Record every request that leaves this machine: the dashboard must work offline. A passive
+        # listener, not context.route, so the test intercepts nothing the dashboard sends.
+        outside: list[str] = []
+        context.on("request", lambda request: leaves_loopback(request.url) and outside.append(request.url))
         tab = context.new_page()
+        tab.outside_requests = outside
         tab.set_default_timeout(60_000)
         dialogs: list[str] = []
         tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
         tab.dialogs = dialogs
         yield tab
         browser.close()
+
+
+def leaves_loopback(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme not in ("data", "blob", "about") and parts.hostname not in ("127.0.0.1", "localhost")
 
 
 def expect(locator):
@@ -199,3 +210,8 @@ def test_dashboard_end_to_end(server, page):
     page.get_by_text("Saved", exact=False).first.wait_for()
     assert (home / "workspace" / "subsets" / "browser-subset" / "kept.jsonl").is_file()
     page.screenshot(path=ARTIFACTS / "6-export.png", full_page=True)
+
+    for name in ("Train", "Compare", "Ablation"):
+        open_page(page, name)
+        settle(page)
+    assert page.outside_requests == []  # every page, favicons included, loads from the local server

@@ -79,6 +79,15 @@ def test_tokens_command_lists_both_sides():
     assert "favoured in rejected" in result.stdout
 
 
+@pytest.mark.model
+def test_score_one_pair_singular(tmp_path, fresh_home):
+    result = deft("score", "sample", "--limit", "1", "--out", str(tmp_path / "one.parquet"), home=fresh_home)
+    assert result.returncode == 0, result.stderr
+    assert "read 1 row from" in result.stderr
+    assert ": 1 pair, 0 skipped" in result.stderr
+    assert "scored 1 pair in" in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -87,6 +96,15 @@ def test_tokens_command_lists_both_sides():
         (["filter", "missing.parquet", "--top", "5", "--out", "k.jsonl"], "score file not found"),
         (["audit", "sample", "--columns", "answer=x"], "unknown column mapping"),
         (["audit", "sample", "--strict", "--columns", "chosen=nope"], "column 'nope'"),
+        ([], "required: command"),
+        (["train"], "no training config: give --config FILE.yaml"),
+        (["train", "missing.yaml"], "give a config file as --config missing.yaml"),
+        (["train", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+        (["ablate"], "no ablation config: give --config FILE.yaml"),
+        (["ablate", "--config", "missing.yaml"], "config file not found: missing.yaml"),
+        (["compare"], "required: RUN; run `deft compare --help`"),
+        (["compare", "missing-run"], "run not found: missing-run"),
+        (["filter", "missing.parquet", "--top", "5"], "required: --out"),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, args, message):

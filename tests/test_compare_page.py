@@ -6,6 +6,7 @@ The page tests share the tiny trained run of tests/test_compare.py (one training
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 from pathlib import Path
@@ -64,6 +65,10 @@ def test_page_compares_held_out_pairs(tiny_run):  # noqa: F811
     assert table["model"].tolist() == ["base", tiny_run.name]
     assert {"preference_accuracy", "reward_mean", "bleu", "perplexity", "length_mean"} <= set(table.columns)
     assert len(app.get("plotly_chart")) == 3
+    for chart in app.get("plotly_chart"):
+        layout = json.loads(chart.proto.spec)["layout"]
+        for axis in (value for key, value in layout.items() if key.startswith("yaxis")):
+            assert axis.get("exponentformat") == "e", "small BLEU ticks are written as 4e-04, not 400μ"
     assert len(app.get("download_button")) == 3
     body = rendered_html(app)
     assert "<b>base</b>" in body

@@ -92,6 +92,11 @@ def run_ablate(args: argparse.Namespace) -> int:
         ablation.cancel_path.unlink(missing_ok=True)
         config = ablation.config()
     else:
+        if not (args.config or overrides):
+            raise DeftError(
+                "no ablation config: give --config FILE.yaml (e.g. configs/ablation-sample.yaml), "
+                "--resume ABLATION to continue an ablation, or the settings as flags (see --help)"
+            )
         config = load_ablation_config(args.config, overrides)
         if args.print_config:
             print(config.to_yaml(), end="")

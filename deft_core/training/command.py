@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    source = parser.add_mutually_exclusive_group(required=True)
+    # Not required=True: run_train reports a missing source in one line with an example.
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--config", help="YAML training config, e.g. configs/deft-dpo.yaml")
     source.add_argument(
         "--resume", metavar="RUN", help="continue a run (its folder or run id) from its last checkpoint"
@@ -78,6 +79,11 @@ def flag_overrides(args: argparse.Namespace, types: dict[str, Any]) -> dict[str,
 def run_train(args: argparse.Namespace) -> int:
     from deft_core.training.runs import RunDir
 
+    if not (args.config or args.resume):
+        raise DeftError(
+            "no training config: give --config FILE.yaml (e.g. configs/sample-dpo.yaml) "
+            "or --resume RUN to continue a run"
+        )
     overrides = collect_overrides(args)
     if args.resume and overrides:
         raise DeftError(
