@@ -70,6 +70,18 @@ def unique_folder(root: Path, base: str) -> Path:
     return path
 
 
+def find_folder(spec: str | Path, root: Path, kind: str) -> Path:
+    """Return the job folder that `spec` names: a folder path, or a job id under `root`."""
+    path = Path(spec)
+    if not path.is_dir():
+        path = root / str(spec)
+    if not path.is_dir():
+        raise DeftError(f"{kind} not found: {spec} is neither a folder nor a {kind} id in {root}")
+    if not (path / "config.yaml").is_file():
+        raise DeftError(f"{path} is not a {kind} folder: it has no config.yaml; {kind}s are listed in {root}")
+    return path
+
+
 @dataclass
 class JobFolder:
     """One job's folder; subclasses name the job kind, its CLI command and its log file."""

@@ -26,9 +26,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from deft_core.ablation.config import AblationConfig, load_ablation_config
-from deft_core.errors import DeftError
 from deft_core.home import deft_home
-from deft_core.job_folders import JobFolder, now, read_json, unique_folder, write_json
+from deft_core.job_folders import JobFolder, find_folder, now, read_json, unique_folder, write_json
 from deft_core.sources import atomic_path
 from deft_core.training.runs import RunDir
 
@@ -118,12 +117,7 @@ def create_ablation(config: AblationConfig, root: Path | None = None) -> Ablatio
 
 def open_ablation(spec: str | Path) -> AblationDir:
     """Find an ablation by folder path or by id under the ablations folder."""
-    path = Path(spec)
-    if not path.is_dir():
-        path = ablations_root() / str(spec)
-    if not (path / "config.yaml").is_file():
-        raise DeftError(f"ablation not found: {spec} (no config.yaml); list ablations in {ablations_root()}")
-    return AblationDir(path)
+    return AblationDir(find_folder(spec, ablations_root(), "ablation"))
 
 
 def list_ablations(root: Path | None = None) -> list[AblationDir]:

@@ -24,9 +24,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from deft_core.errors import DeftError
 from deft_core.home import deft_home
-from deft_core.job_folders import JobFolder, now, unique_folder
+from deft_core.job_folders import JobFolder, find_folder, now, unique_folder
 from deft_core.sources import atomic_path
 from deft_core.training.config import TrainConfig, load_config
 
@@ -109,12 +108,7 @@ def create_run(config: TrainConfig, root: Path | None = None) -> RunDir:
 
 def open_run(spec: str | Path) -> RunDir:
     """Find a run by folder path or by run id under the runs folder."""
-    path = Path(spec)
-    if not path.is_dir():
-        path = runs_root() / str(spec)
-    if not (path / "config.yaml").is_file():
-        raise DeftError(f"run not found: {spec} (no config.yaml); list runs in {runs_root()}")
-    return RunDir(path)
+    return RunDir(find_folder(spec, runs_root(), "run"))
 
 
 def list_runs(root: Path | None = None) -> list[RunDir]:
