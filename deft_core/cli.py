@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from deft_core.errors import DeftError
-from deft_core.progress import Progress
+from deft_core.progress import ProgressBar
 from deft_core.text import count_noun
 
 logger = logging.getLogger("deft_core")
@@ -180,26 +180,6 @@ def data_options(args: argparse.Namespace):
         on_error="raise" if args.strict else "skip",
         limit=args.limit,
     )
-
-
-class ProgressBar:
-    """Render Progress snapshots as a tqdm bar on stderr."""
-
-    def __init__(self) -> None:
-        self.bar = None
-
-    def __call__(self, progress: Progress) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=progress.total, unit=progress.unit, desc=progress.stage, file=sys.stderr)
-        self.bar.n = round(progress.done)
-        self.bar.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def run_score(args: argparse.Namespace) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,3 +65,23 @@ class ProgressTracker:
             tokens=self.tokens,
             elapsed_s=time.perf_counter() - self.started,
         )
+
+
+class ProgressBar:
+    """Render Progress snapshots as a tqdm bar on stderr."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, progress: Progress) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=progress.total, unit=progress.unit, desc=progress.stage, file=sys.stderr)
+        self.bar.n = round(progress.done)
+        self.bar.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

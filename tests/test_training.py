@@ -137,7 +137,7 @@ def test_lora_smoke_changes_adapter_only(fresh_home):
     assert any(p.requires_grad for p in session.model.parameters())
 
 
-def test_cancel_then_resume_continues(fresh_home):
+def test_cancel_then_resume_continues(fresh_home, capsys):
     config = TrainConfig(**{**TINY, "max_steps": 3}, method="pro")
     run = create_run(config)
     run.request_cancel()  # seen after the first optimizer step
@@ -145,8 +145,12 @@ def test_cancel_then_resume_continues(fresh_home):
     assert run.status()["state"] == "cancelled"
     assert run.latest_checkpoint().name == "step-1"
 
+    capsys.readouterr()
     run.cancel_path.unlink()
     assert main(["train", "--resume", str(run.path)]) == 0
+    # Without a terminal, progress is one line per step; the resumed run counts its 2 steps left.
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training:")]
+    assert [line.split(",")[0] for line in progress] == ["training: 1 of 2 steps", "training: 2 of 2 steps"]
     status = run.status()
     assert status["state"] == "completed"
     assert status["step"] == 3

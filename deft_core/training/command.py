@@ -24,6 +24,7 @@ from typing import Any
 from deft_core import distributed
 from deft_core.errors import DeftError
 from deft_core.loading import parse_columns
+from deft_core.progress import Progress, ProgressBar, ProgressCallback
 from deft_core.training.config import TrainConfig, field_help, field_types, load_config
 
 logger = logging.getLogger(__name__)
@@ -157,10 +158,11 @@ def execute(run, config) -> int:
         package_logger.addHandler(handler)
         package_logger.setLevel(logging.INFO)
     previous_signal = signal.signal(signal.SIGTERM, lambda *_: request_cancel(run))
+    progress = step_progress() if main else None
     try:
         if main:
             run.set_status("running", pid=os.getpid(), error=None)
-        summary = train_run(config, run)
+        summary = train_run(config, run, progress)
     except KeyboardInterrupt:
         # Ctrl-C stops at once; resume continues from the last saved checkpoint.
         if main:
@@ -179,6 +181,8 @@ def execute(run, config) -> int:
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous_signal)
+        if isinstance(progress, ProgressBar):
+            progress.close()
         if handler is not None:
             package_logger.removeHandler(handler)
             package_logger.setLevel(previous_level)
@@ -186,6 +190,24 @@ def execute(run, config) -> int:
     if main:
         print(json.dumps(summary_line(summary, run.path), indent=2), file=sys.stdout)
     return 0
+
+
+def step_progress() -> ProgressCallback:
+    """Return a tqdm bar on a terminal, or one stderr line per step (a log file, the dashboard)."""
+    if sys.stderr.isatty():
+        return ProgressBar()
+    return print_step
+
+
+def print_step(progress: Progress) -> None:
+    eta = progress.eta_s
+    left = f", about {eta:.0f} s left" if eta is not None and progress.done < progress.total else ""
+    print(
+        f"{progress.stage}: {progress.done:g} of {progress.total} steps, "
+        f"{progress.tokens_per_s:,.0f} tokens/s{left}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def request_cancel(run) -> None:

@@ -25,6 +25,7 @@ from deft_core import distributed
 from deft_core.encoding import EncodedPair, PairEncoder
 from deft_core.errors import DeftError
 from deft_core.models import load_model
+from deft_core.progress import ProgressCallback, ProgressTracker
 from deft_core.training import checkpoints
 from deft_core.training.checks import check_tokens
 from deft_core.training.config import TrainConfig
@@ -370,8 +371,11 @@ def record(session: Session, step: int, metrics: dict[str, float]) -> None:
     session.run.append_metrics({"step": step, "epoch": round(epoch, 4), "time": time.time(), **metrics})
 
 
-def train_run(config: TrainConfig, run: RunDir) -> dict[str, Any]:
-    """Train (or resume) the run in `run`; return its summary. Cancellation saves a checkpoint."""
+def train_run(config: TrainConfig, run: RunDir, progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Train (or resume) the run in `run`; return its summary. Cancellation saves a checkpoint.
+
+    `progress` receives a snapshot after every optimizer step, counting the steps this call runs.
+    """
     started = time.perf_counter()
     main = distributed.is_main()
     session = build_session(config, run)
@@ -385,9 +389,13 @@ def train_run(config: TrainConfig, run: RunDir) -> dict[str, Any]:
 
     state = "completed"
     done = start_step
+    tracker = ProgressTracker(
+        "training", session.total_steps - start_step, progress if main else None, unit="steps"
+    )
     for step in range(start_step, session.total_steps):
         metrics = optimizer_step(session, step)
         done = step + 1
+        tracker.advance(1, tokens=round(metrics["train/tokens_per_s"] * metrics["train/seconds"]))
         evaluating = done % config.eval_steps == 0 or done == session.total_steps
         if done % config.logging_steps == 0 or evaluating:
             record(session, done, {**metrics, **(evaluate(session) if evaluating else {})})
