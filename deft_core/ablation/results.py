@@ -29,6 +29,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from deft_core.ablation.config import Variant
+from deft_core.charts import fit_axes
+from deft_core.text import count_noun
 from deft_core.training.runs import RunDir
 
 # Columns of results.csv, in order. The "metric" names come from evaluate_model.
@@ -168,9 +170,24 @@ def figures(rows: list[dict[str, Any]], held_out_pairs: int, evaluated_pairs: in
 
     accuracy = go.Figure()
     for column, name, pattern, count in (
-        ("preference_accuracy", f"preference accuracy ({evaluated_pairs} pairs)", "", evaluated_pairs),
-        ("dpo_reward_accuracy", f"DPO reward accuracy ({held_out_pairs} pairs)", "/", held_out_pairs),
-        ("run_logprob_accuracy", f"log-prob accuracy ({held_out_pairs} pairs)", ".", held_out_pairs),
+        (
+            "preference_accuracy",
+            f"preference accuracy ({count_noun(evaluated_pairs, 'pair')})",
+            "",
+            evaluated_pairs,
+        ),
+        (
+            "dpo_reward_accuracy",
+            f"DPO reward accuracy ({count_noun(held_out_pairs, 'pair')})",
+            "/",
+            held_out_pairs,
+        ),
+        (
+            "run_logprob_accuracy",
+            f"log-prob accuracy ({count_noun(held_out_pairs, 'pair')})",
+            ".",
+            held_out_pairs,
+        ),
     ):
         errors = [standard_error(value, count) for value in frame[column]]
         accuracy.add_trace(
@@ -205,7 +222,7 @@ def style(figure: go.Figure, title: str, axis: str) -> go.Figure:
         margin={"l": 40, "r": 10, "t": 40, "b": 40},
         legend={"orientation": "h", "y": -0.3},
     )
-    return figure
+    return fit_axes(figure)
 
 
 def plots_html(rows: list[dict[str, Any]], held_out_pairs: int, evaluated_pairs: int, title: str) -> str:
@@ -223,4 +240,4 @@ def plots_html(rows: list[dict[str, Any]], held_out_pairs: int, evaluated_pairs:
         barmode="group",
         legend={"orientation": "h", "y": -0.08},
     )
-    return grid.to_html(include_plotlyjs=True, full_html=True)
+    return fit_axes(grid).to_html(include_plotlyjs=True, full_html=True)

@@ -16,6 +16,7 @@ import plotly.colors
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from deft_core.charts import fit_axes
 from deft_core.compare.comparison import Comparison
 from deft_core.compare.evaluate import METRICS
 from deft_core.compare.metrics import word_diff
@@ -126,7 +127,7 @@ def metric_figure(comparison: Comparison) -> go.Figure:
         title="Metrics",
         legend={"orientation": "h", "y": -0.05},
     )
-    return figure
+    return fit_axes(figure)
 
 
 def distribution_figure(comparison: Comparison, column: str, title: str) -> go.Figure:
@@ -145,7 +146,7 @@ def distribution_figure(comparison: Comparison, column: str, title: str) -> go.F
     figure.update_layout(
         title=title, height=340, margin={"l": 40, "r": 10, "t": 40, "b": 40}, showlegend=False
     )
-    return figure
+    return fit_axes(figure)
 
 
 def figures(comparison: Comparison) -> list[go.Figure]:
