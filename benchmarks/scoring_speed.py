@@ -15,14 +15,13 @@ with the bundled model (max_length 1024, chat template):
 The matrix-product peaks in float32 and in the auto dtype are measured in this process.
 
 The "limit" is the time the model's linear layers need for the pairs at the matrix-product peak of
-the method's dtype: 2 * non-embedding parameters FLOPs per token, over the fewest tokens that
-score every pair, each prompt once and both responses. A method's "share of limit" is the limit
-over its measured time. Methods that run each prompt twice (every method but deft's) need more
-tokens than the limit counts; the "matrix use" column shows how fast each method pushes the
-tokens it really runs, as a share of the same peak. Attention, the vocabulary projection and the
-per-token rewards are left out of the limit, so 1.0 is out of reach. Memory is the peak resident
-set of the method's process (model load included) and the growth of the resident set during the
-method itself.
+the method's dtype, at 2 * non-embedding parameters FLOPs per token. It counts the fewest tokens
+that score every pair: each prompt once and both responses. A method's "share of limit" is the
+limit over its measured time. Methods that run each prompt twice (every method but deft's) run
+more tokens than the limit counts. The "matrix use" column is the same share counted on the
+tokens a method really runs. Attention, the vocabulary projection and the per-token rewards are
+left out of the limit, so 1.0 is out of reach. Memory is the peak resident set of the method's
+process (model load included) and the growth of the resident set during the method itself.
 """
 
 from __future__ import annotations

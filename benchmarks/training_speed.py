@@ -7,7 +7,7 @@ Each method runs in its own subprocess, one after another, on the first --pairs 
 the bundled model, LoRA r=8 (alpha 16, dropout 0.05) on every linear layer, --batch-size pairs per
 optimizer step (no accumulation) and --max-length tokens per sequence:
 - deft: deft_core.training (DEFT-DPO: DPO plus the guidance term), reference log-probs computed
-  once before the first step, as `deft train` does when no score file holds them; each pair is
+  once before the first step, as `deft train` does when no score file has them; each pair is
   packed into one row (its prompt runs once for both responses), and on a CPU the LoRA dropout
   masks are drawn with deft_core.training.dropout.LaneDropout;
 - trl: TRL's DPOTrainer with its defaults for the rest (gradient checkpointing on, the reference
