@@ -68,20 +68,25 @@ class ProgressTracker:
 
 
 class ProgressBar:
-    """Render Progress snapshots as a tqdm bar on stderr."""
+    """Render Progress snapshots as tqdm bars on stderr, a new bar for each stage."""
 
     def __init__(self) -> None:
         self.bar = None
+        self.stage = ""
 
     def __call__(self, progress: Progress) -> None:
         from tqdm import tqdm
 
-        if self.bar is None:
+        if self.bar is None or progress.stage != self.stage:
+            self.close()
+            self.stage = progress.stage
             self.bar = tqdm(total=progress.total, unit=progress.unit, desc=progress.stage, file=sys.stderr)
         self.bar.n = round(progress.done)
-        self.bar.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
+        if progress.tokens:
+            self.bar.set_postfix_str(f"{progress.tokens_per_s:,.0f} tok/s", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None

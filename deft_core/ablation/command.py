@@ -15,8 +15,8 @@ from typing import Any
 
 from deft_core.ablation.config import ablation_field_help, ablation_field_types, load_ablation_config
 from deft_core.errors import DeftError
-from deft_core.progress import Progress
-from deft_core.training.command import flag_overrides
+from deft_core.progress import ProgressBar
+from deft_core.training.command import add_override_flags, flag_overrides
 
 
 def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,45 +28,12 @@ def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue an ablation (its folder or id): finished variants are skipped",
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    overrides = parser.add_argument_group("config overrides (each sets the field of the same name)")
-    types = ablation_field_types()
-    for name, help_text in ablation_field_help().items():
-        kind = types[name]
-        metavar = {dict: "JSON", bool: "true|false"}.get(kind, kind.__name__.upper())
-        overrides.add_argument(
-            f"--{name.replace('_', '-')}",
-            dest=f"set_{name}",
-            metavar=metavar,
-            help=help_text.replace("%", "%%"),
-        )
+    add_override_flags(parser, ablation_field_help(), ablation_field_types())
 
 
 def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Return the ablation config fields given as flags; dict fields are read as JSON."""
     return flag_overrides(args, ablation_field_types())
-
-
-class StageBars:
-    """Render the ablation's Progress on stderr, one tqdm bar per stage (training or evaluating a model)."""
-
-    def __init__(self) -> None:
-        self.stage = ""
-        self.bar = None
-
-    def __call__(self, progress: Progress) -> None:
-        from tqdm import tqdm
-
-        if progress.stage != self.stage or self.bar is None:
-            self.close()
-            self.stage = progress.stage
-            self.bar = tqdm(total=progress.total, unit=progress.unit, desc=progress.stage, file=sys.stderr)
-        self.bar.n = round(progress.done)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def run_ablate(args: argparse.Namespace) -> int:
@@ -106,7 +73,7 @@ def run_ablate(args: argparse.Namespace) -> int:
         ablation = create_ablation(config)
     print(f"ablation {ablation.ablation_id}: {ablation.path}", file=sys.stderr)
 
-    bars = StageBars()
+    bars = ProgressBar()
     try:
         code = execute_ablation(ablation, bars)
     finally:

@@ -12,7 +12,7 @@ import json
 import sys
 
 from deft_core.errors import DeftError
-from deft_core.progress import Progress
+from deft_core.progress import ProgressBar
 
 
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,29 +100,6 @@ def generation_settings(args: argparse.Namespace):
     )
 
 
-class StageProgressBar:
-    """Render Progress snapshots as tqdm bars on stderr, a new bar for each stage."""
-
-    def __init__(self) -> None:
-        self.bar = None
-        self.stage = ""
-
-    def __call__(self, progress: Progress) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None or progress.stage != self.stage:
-            self.close()
-            self.stage = progress.stage
-            self.bar = tqdm(total=progress.total, unit=progress.unit, desc=progress.stage, file=sys.stderr)
-        self.bar.n = round(progress.done)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
 def run_compare(args: argparse.Namespace) -> int:
     from deft_core.compare.comparison import (
         CompareRequest,
@@ -146,7 +123,7 @@ def run_compare(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
     )
-    bar = StageProgressBar()
+    bar = ProgressBar()
     try:
         comparison = compare_models(request, bar)
     finally:

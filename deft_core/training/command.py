@@ -38,9 +38,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume", metavar="RUN", help="continue a run (its folder or run id) from its last checkpoint"
     )
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    add_override_flags(parser, field_help(), field_types())
+
+
+def add_override_flags(parser: argparse.ArgumentParser, helps: dict[str, str], types: dict[str, Any]) -> None:
+    """Add a `--NAME` flag for every config field, stored as `set_NAME` (see flag_overrides)."""
     overrides = parser.add_argument_group("config overrides (each sets the field of the same name)")
-    types = field_types()
-    for name, help_text in field_help().items():
+    for name, help_text in helps.items():
         kind = types[name]
         metavar = {list: "A,B", dict: "JSON", bool: "true|false"}.get(kind, kind.__name__.upper())
         overrides.add_argument(
