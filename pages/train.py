@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from statistics import median
 
@@ -10,7 +11,15 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from deft_core.errors import DeftError
-from deft_core.training.config import DEFAULT_OMEGA, METHODS, SELECTIONS, TrainConfig, field_help, load_config
+from deft_core.training.config import (
+    DEFAULT_OMEGA,
+    METHODS,
+    SELECTIONS,
+    TrainConfig,
+    field_help,
+    field_types,
+    load_config,
+)
 from deft_core.training.runs import RunDir, create_run, launch, list_runs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -84,6 +93,50 @@ def settings_form(preset: TrainConfig) -> dict:
         values["eval_size"] = int(
             st.number_input("Held-out pairs", min_value=0, value=preset.eval_size, help=HELP["eval_size"])
         )
+    return values
+
+
+def field_text(value) -> str:
+    """Show a config value as the text a flag or YAML scalar would take: lists as A,B, dicts as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value) if value else ""
+    return str(value)
+
+
+def more_settings(preset: TrainConfig, shown: set[str]) -> dict:
+    """Draw every config field that the main form does not, as text; return the changed ones.
+
+    Values go through the same checks as a YAML file, so a bad one shows the config's own error.
+    Dict fields (columns) take JSON; an unreadable one is reported and left out.
+    """
+    values: dict = {}
+    types = field_types()
+    names = [name for name in HELP if name not in shown]
+    with st.expander(f"More settings ({len(names)} fields)"):
+        columns = st.columns(3)
+        for index, name in enumerate(names):
+            current = getattr(preset, name)
+            key = f"train.more.{name}"
+            with columns[index % 3]:
+                if types[name] is bool:
+                    value = st.checkbox(name, value=bool(current), help=HELP[name], key=key)
+                    if value != current:
+                        values[name] = value
+                    continue
+                text = st.text_input(name, value=field_text(current), help=HELP[name], key=key)
+            if text == field_text(current):
+                continue
+            if types[name] is dict and text.strip():
+                try:
+                    values[name] = json.loads(text)
+                except json.JSONDecodeError:
+                    st.error(f'{name} takes a JSON object such as {{"prompt": "question"}}, got {text!r}')
+                continue
+            values[name] = text
     return values
 
 
@@ -170,6 +223,7 @@ def main() -> None:
         st.error(str(error))
         return
     overrides = settings_form(preset)
+    overrides.update(more_settings(preset, shown=set(overrides)))
     try:
         config = load_config(CONFIGS / preset_name, overrides)
     except DeftError as error:

@@ -46,3 +46,25 @@ def test_page_guidance_toggle_sets_omega_zero(fresh_home):
     app = AppTest.from_file(PAGE, default_timeout=60).run()
     app.toggle[0].set_value(False).run()
     assert any("omega: 0.0" in code.value for code in app.code)
+
+
+def test_more_settings_reach_the_config(fresh_home):
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    expander = next(e for e in app.expander if e.label.startswith("More settings"))
+    assert "24 fields" in expander.label  # every config field is on the page, in one form or the other
+    app.text_input(key="train.more.batch_size").set_value("1").run()
+    app.text_input(key="train.more.target_modules").set_value("q_proj,v_proj").run()
+    app.checkbox(key="train.more.export_merged").set_value(True).run()
+    resolved = next(code.value for code in app.code if "method:" in code.value)
+    assert "batch_size: 1" in resolved
+    assert "- q_proj\n- v_proj" in resolved
+    assert "export_merged: true" in resolved
+
+
+def test_more_settings_report_bad_values(fresh_home):
+    app = AppTest.from_file(PAGE, default_timeout=60).run()
+    app.text_input(key="train.more.lora_dropout").set_value("1.5").run()
+    assert any("lora_dropout must be in [0, 1)" in error.value for error in app.error)
+    app.text_input(key="train.more.lora_dropout").set_value("0.05").run()
+    app.text_input(key="train.more.columns").set_value("{not json").run()
+    assert any("columns takes a JSON object" in error.value for error in app.error)
