@@ -44,14 +44,19 @@ class PackedRows:
     def sequences(self) -> int:
         return len(self.lengths)
 
-    def model_inputs(self) -> dict:
-        """Keyword arguments for a transformers decoder; without a mask, attention runs its causal kernel."""
+    def model_inputs(self, model: torch.nn.Module | None = None) -> dict:
+        """Keyword arguments for a transformers decoder; without a mask, attention runs its causal kernel.
+
+        A mask passed as 4D goes to the attention function as it is, so its form follows the
+        model's attention implementation: booleans for "sdpa", additive floats (0 or the dtype's
+        minimum) for "eager". Other implementations (flash-attention kernels) take no such mask.
+        """
         if self.attention_mask is None:
             return {"input_ids": self.input_ids, "use_cache": False}
         return {
             "input_ids": self.input_ids,
             "position_ids": self.position_ids,
-            "attention_mask": self.attention_mask,
+            "attention_mask": mask_for(model, self.attention_mask),
             "use_cache": False,
         }
 
@@ -118,4 +123,20 @@ def pack_groups(groups: list[tuple[list[int], list[list[int]]]], pad_id: int) ->
         sequence=torch.cat(sequence) if sequence else empty,
         lengths=lengths,
         tokens=sum(len(prompt) + sum(len(r) for r in responses) for prompt, responses in groups),
+    )
+
+
+def mask_for(model: torch.nn.Module | None, mask: torch.Tensor) -> torch.Tensor:
+    """Convert a boolean 4D mask to the form the model's attention implementation reads."""
+    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None) or "sdpa"
+    if implementation == "sdpa":
+        return mask
+    if implementation == "eager":
+        dtype = next(model.parameters()).dtype
+        return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+            ~mask, torch.finfo(dtype).min
+        )
+    raise ValueError(
+        f"packed prompt and responses need 'sdpa' or 'eager' attention, but the model uses "
+        f"{implementation!r}; load it with attn_implementation='sdpa'"
     )

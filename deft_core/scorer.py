@@ -108,9 +108,9 @@ class SequenceScorer:
         """
         positions = (packed.rows, packed.columns)
         if self.uses_hidden_shortcut:
-            hidden = self.model.get_decoder()(**packed.model_inputs()).last_hidden_state
+            hidden = self.model.get_decoder()(**packed.model_inputs(self.model)).last_hidden_state
             return hidden[positions], None
-        logits = self.model(**packed.model_inputs()).logits
+        logits = self.model(**packed.model_inputs(self.model)).logits
         return None, logits[positions]
 
     def project(self, hidden, logits, targets, need_rewards: bool):

@@ -75,7 +75,7 @@ def test_packed_hidden_states_match_in_bfloat16_to_rounding():
     decoder = model.get_decoder()
     packed = pack_groups(GROUPS, pad_id=0)
     with torch.no_grad():
-        hidden = decoder(**packed.model_inputs()).last_hidden_state[packed.rows, packed.columns].float()
+        hidden = decoder(**packed.model_inputs(model)).last_hidden_state[packed.rows, packed.columns].float()
         separate = []
         for prompt, responses in GROUPS:
             for response in responses:
@@ -112,7 +112,7 @@ def test_packed_gradients_match_separate_sequences():
     model = tiny_model()
     prompt, (chosen, rejected) = GROUPS[1]
     packed = pack_groups([(prompt, [chosen, rejected])], pad_id=0)
-    logits = model(**packed.model_inputs()).logits[packed.rows, packed.columns]
+    logits = model(**packed.model_inputs(model)).logits[packed.rows, packed.columns]
     torch.log_softmax(logits, -1).gather(-1, packed.targets[:, None]).sum().backward()
     packed_grad = model.model.layers[0].self_attn.q_proj.weight.grad.clone()
     model.zero_grad()
@@ -154,3 +154,23 @@ def test_lane_dropout_replaces_lora_dropout():
     assert use_lane_dropout(model) == 4  # 2 layers x 2 projections
     kinds = {type(d) for m in model.modules() if hasattr(m, "lora_dropout") for d in m.lora_dropout.values()}
     assert kinds == {LaneDropout}
+
+
+def test_eager_attention_gets_an_additive_mask():
+    model = tiny_model()
+    model.set_attn_implementation("eager")
+    q_diff = random_q_diff()
+    result = SequenceScorer(model, q_diff, "logprob", pad_id=0).score_groups(GROUPS)
+    prompt, (chosen, rejected) = GROUPS[1]
+    for index, response in ((2, chosen), (3, rejected)):
+        expected_reward, expected_logp = reference_reward(model, prompt, response, q_diff, "logprob")
+        assert result.rewards[index] == pytest.approx(expected_reward, abs=1e-5)
+        assert result.logps[index] == pytest.approx(expected_logp, abs=1e-4)
+
+
+def test_attention_without_4d_masks_is_refused():
+    model = tiny_model()
+    model.config._attn_implementation = "flash_attention_2"
+    packed = pack_groups(GROUPS, pad_id=0)
+    with pytest.raises(ValueError, match="load it with attn_implementation='sdpa'"):
+        packed.model_inputs(model)

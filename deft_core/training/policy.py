@@ -99,10 +99,10 @@ class PolicyForward:
         """Return (logits (N, V), target ids (N,), sequence of each (N,)) for the N response tokens."""
         packed = batch.packed.to(self.device)
         if self.project_hidden:
-            hidden = self.decoder(**packed.model_inputs()).last_hidden_state
+            hidden = self.decoder(**packed.model_inputs(self.model)).last_hidden_state
             logits = self.lm_head(hidden[packed.rows, packed.columns])
         else:
-            logits = self.model(**packed.model_inputs()).logits[packed.rows, packed.columns]
+            logits = self.model(**packed.model_inputs(self.model)).logits[packed.rows, packed.columns]
         return logits, packed.targets, packed.sequence
 
     def __call__(self, batch: Batch, need_rewards: bool = True) -> ForwardResult:
