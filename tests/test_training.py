@@ -74,13 +74,13 @@ def test_config_file_errors(tmp_path):
         load_config(bad_yaml)
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("method: dpo\nlearning_rat: 0.1\n")
-    with pytest.raises(DeftError, match=r"unknown setting.*learning_rat"):
+    with pytest.raises(DeftError, match=r"unknown setting learning_rat; did you mean learning_rate\?"):
         load_config(unknown)
     with pytest.raises(DeftError, match="config file not found"):
         load_config(tmp_path / "absent.yaml")
     wrong_type = tmp_path / "type.yaml"
     wrong_type.write_text("lora_r: eight\n")
-    with pytest.raises(DeftError, match="lora_r must be of type int"):
+    with pytest.raises(DeftError, match="lora_r must be a whole number, got 'eight'"):
         load_config(wrong_type)
 
 
@@ -146,11 +146,16 @@ def test_cancel_then_resume_continues(fresh_home, capsys):
     assert run.latest_checkpoint().name == "step-1"
 
     capsys.readouterr()
-    run.cancel_path.unlink()
+    # The answered cancel request is still in the folder; resuming clears it instead of stopping again.
+    assert run.cancel_path.exists()
     assert main(["train", "--resume", str(run.path)]) == 0
     # Without a terminal, progress is one line per step; the resumed run counts its 2 steps left.
-    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("training:")]
-    assert [line.split(",")[0] for line in progress] == ["training: 1 of 2 steps", "training: 2 of 2 steps"]
+    err = capsys.readouterr().err
+    progress = [line for line in err.splitlines() if line.startswith("training from step 1:")]
+    assert [line.split(",")[0] for line in progress] == [
+        "training from step 1: 1 of 2 steps",
+        "training from step 1: 2 of 2 steps",
+    ]
     status = run.status()
     assert status["state"] == "completed"
     assert status["step"] == 3
@@ -160,6 +165,12 @@ def test_cancel_then_resume_continues(fresh_home, capsys):
     assert summary["step"] == 3
     assert (run.path / "adapter" / "adapter_model.safetensors").is_file()
     assert "eval/rewards/accuracies" in summary["eval_last"]
+    assert f"deft compare {run.run_id}" in err
+
+    # A completed run is not trained again.
+    assert main(["train", "--resume", str(run.path)]) == 2
+    assert "already completed (step 3)" in capsys.readouterr().err
+    assert [record["step"] for record in run.metrics()] == [0, 1, 2, 3]
 
 
 def test_crash_marks_run_failed(fresh_home, monkeypatch):

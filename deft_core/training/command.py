@@ -126,8 +126,19 @@ def prepare_run(args: argparse.Namespace, overrides: dict[str, Any]):
 
     if args.resume:
         run = open_run(args.resume)
+        status = run.status()
+        # launch() marks the run running with this process's pid before it gets here.
+        if status["state"] == "running" and status.get("pid") != os.getpid():
+            raise DeftError(f"run {run.run_id} is already running (pid {status.get('pid')})")
+        if status["state"] == "completed":
+            raise DeftError(
+                f"run {run.run_id} is already completed (step {status.get('step')}); "
+                "start a new run with --config to train again"
+            )
         config = run.config()
         check_processes(config)
+        # A cancel request was answered when the run stopped; resuming clears it.
+        run.cancel_path.unlink(missing_ok=True)
         return run, config
     config = load_config(args.config, overrides)
     if problems := config.missing_files():
@@ -193,6 +204,14 @@ def execute(run, config) -> int:
             handler.close()
     if main:
         print(json.dumps(summary_line(summary, run.path), indent=2), file=sys.stdout)
+        if summary["state"] == "cancelled":
+            print(
+                f"cancelled at step {summary['step']}; continue with `deft train --resume {run.run_id}`",
+                file=sys.stderr,
+            )
+        else:
+            adapter = run.path / "adapter"
+            print(f"adapter: {adapter}; compare it with `deft compare {run.run_id}`", file=sys.stderr)
     return 0
 
 

@@ -111,14 +111,16 @@ def load_split(config: TrainConfig) -> SplitData:
     """Load config.data and split it; see the module docstring for the order of operations."""
     data = load_pairs(DataOptions(config.data, columns=dict(config.columns), limit=config.limit))
     split = split_pairs(data, config)
+    unit = "%" if config.selection in ("top", "bottom", "random") else ""
     logger.info(
-        "data %s: %d pairs, %d held out, %d selected for training (%s %g)",
+        "data %s: %d pairs, %d held out, %d selected for training (%s %g%s)",
         config.data,
         len(data.pairs),
         len(split.eval),
         len(split.train),
         config.selection,
         config.selection_value,
+        unit,
     )
     return split
 

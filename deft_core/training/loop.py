@@ -187,7 +187,7 @@ def build_session(config: TrainConfig, run: RunDir) -> Session:
             computed = shared_reference_logps(forward, [part.encoded[i] for i in missing], config.batch_size)
             values[missing] = computed
         logger.info(
-            "%s reference log-probs: %d from the score file, %d computed, %d never used",
+            "%s reference log-probs: %d from the score file, %d computed, %d skipped (no step reaches them)",
             name,
             int(usable.sum()),
             len(missing),
@@ -382,16 +382,17 @@ def train_run(config: TrainConfig, run: RunDir, progress: ProgressCallback | Non
     start_step = checkpoints.restore(session)
     if main:
         run.set_status("running", step=start_step, total_steps=session.total_steps, data=session.data_report)
-    logger.info("training %d steps from step %d: %s", session.total_steps, start_step, session.data_report)
+    described = ", ".join(f"{key} {value}" for key, value in session.data_report.items())
+    logger.info("training %d steps from step %d; data: %s", session.total_steps, start_step, described)
     session.model.train()
     if start_step == 0:
         record(session, 0, evaluate(session))
 
     state = "completed"
     done = start_step
-    tracker = ProgressTracker(
-        "training", session.total_steps - start_step, progress if main else None, unit="steps"
-    )
+    stage = f"training from step {start_step}" if start_step else "training"
+    callback = progress if main else None
+    tracker = ProgressTracker(stage, session.total_steps - start_step, callback, unit="steps")
     for step in range(start_step, session.total_steps):
         metrics = optimizer_step(session, step)
         done = step + 1
