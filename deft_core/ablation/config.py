@@ -18,7 +18,7 @@ from deft_core.training.config import (
     DEFAULT_OMEGA,
     METHODS,
     TrainConfig,
-    coerce,
+    convert_settings,
     option,
     read_config_file,
     resolve_path,
@@ -260,17 +260,7 @@ def ablation_field_types() -> dict[str, Any]:
 
 def ablation_from_dict(values: dict[str, Any], base_folder: Path | None = None) -> AblationConfig:
     """Build an AblationConfig from a mapping; unknown keys and wrongly typed values raise DeftError."""
-    known = ablation_field_types()
-    unknown = sorted(set(values) - set(known))
-    problems = [f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(known)}"] if unknown else []
-    converted = {}
-    for name, value in values.items():
-        if name not in known:
-            continue
-        try:
-            converted[name] = coerce(value, known[name])
-        except (TypeError, ValueError):
-            problems.append(f"{name} must be of type {known[name].__name__}, got {value!r}")
+    converted, problems = convert_settings(values, ablation_field_types())
     if converted.get("train_settings") is None and "train_settings" in converted:
         converted["train_settings"] = {}
     if problems:

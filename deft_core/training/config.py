@@ -5,6 +5,7 @@ This module imports no torch, so the CLI and the dashboard can build and check a
 
 from __future__ import annotations
 
+import difflib
 import math
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -50,7 +51,9 @@ class TrainConfig:
     data: str = option("sample", "training data: a pairs file, a Hugging Face dataset id, or 'sample'")
     # option() builds a default_factory field for these mutable defaults, so RUF009 does not apply.
     columns: dict = option(  # noqa: RUF009
-        dict, "map input columns onto prompt/chosen/rejected, e.g. {prompt: question}"
+        dict,
+        "map input columns onto prompt/chosen/rejected: in YAML {prompt: question}; as a flag "
+        'prompt=question,chosen=good or JSON {"prompt": "question"}',
     )
     limit: int | None = option(None, "read at most this many pairs of the data (before any split)")
     eval_size: int = option(
@@ -241,11 +244,28 @@ def field_defaults() -> dict[str, Any]:
     return {f.name: (f.default_factory() if f.default is MISSING else f.default) for f in fields(TrainConfig)}
 
 
-def config_from_dict(values: dict[str, Any], base_folder: Path | None = None) -> TrainConfig:
-    """Build a TrainConfig from a mapping; unknown keys and wrongly typed values raise DeftError."""
-    known = field_types()
-    unknown = sorted(set(values) - set(known))
-    problems = [f"unknown setting(s) {', '.join(unknown)}; allowed: {', '.join(known)}"] if unknown else []
+# How type errors name each field type.
+TYPE_NAMES = {
+    int: "a whole number",
+    float: "a number",
+    str: "text",
+    bool: "true or false",
+    list: "a list (A,B or a YAML list)",
+    dict: "a mapping",
+}
+
+
+def convert_settings(values: dict[str, Any], known: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Convert each setting to its field's type; return (converted, problems).
+
+    An unknown setting is reported with the closest known names, a wrongly typed one with the
+    type it needs.
+    """
+    problems = []
+    for name in sorted(set(values) - set(known)):
+        close = difflib.get_close_matches(name, list(known), n=3)
+        hint = f"did you mean {' or '.join(close)}?" if close else f"allowed: {', '.join(known)}"
+        problems.append(f"unknown setting {name}; {hint}")
     converted = {}
     for name, value in values.items():
         if name not in known:
@@ -253,7 +273,14 @@ def config_from_dict(values: dict[str, Any], base_folder: Path | None = None) ->
         try:
             converted[name] = coerce(value, known[name])
         except (TypeError, ValueError):
-            problems.append(f"{name} must be of type {known[name].__name__}, got {value!r}")
+            needed = TYPE_NAMES.get(known[name], known[name].__name__)
+            problems.append(f"{name} must be {needed}, got {value!r}")
+    return converted, problems
+
+
+def config_from_dict(values: dict[str, Any], base_folder: Path | None = None) -> TrainConfig:
+    """Build a TrainConfig from a mapping; unknown keys and wrongly typed values raise DeftError."""
+    converted, problems = convert_settings(values, field_types())
     if problems:
         raise DeftError("invalid training config: " + "; ".join(problems))
     if base_folder is not None:
