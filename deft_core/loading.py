@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
-from deft_core.audit import LoadAudit
+from deft_core.audit import ROW_ERRORS, LoadAudit
 from deft_core.errors import DataError
 from deft_core.formats import RecordError, apply_column_mapping, parse_record
 from deft_core.pairs import PreferencePair
@@ -101,8 +101,11 @@ def load_pairs(options: DataOptions) -> LoadedData:
     layouts: Counter = Counter()
     registry = PairRegistry(audit)
 
+    first_fields: list[str] = []
     for row in read_rows(source):
         audit.rows_read += 1
+        if not first_fields and isinstance(row.record, dict):
+            first_fields = [str(name) for name in row.record]
         try:
             if row.record is None:
                 raise RecordError("unparseable", "", row.error)
@@ -112,7 +115,8 @@ def load_pairs(options: DataOptions) -> LoadedData:
                 empty = "chosen" if not chosen else "rejected"
                 raise RecordError("empty_response", empty, f"{empty} response is empty")
         except RecordError as error:
-            where = f"field {error.field!r}: " if error.field else ""
+            # Name the field unless the message already does.
+            where = f"field {error.field!r}: " if error.field and repr(error.field) not in str(error) else ""
             audit.add(
                 error.kind,
                 row.line,
@@ -142,14 +146,33 @@ def load_pairs(options: DataOptions) -> LoadedData:
     audit.pairs_loaded = len(pairs)
     audit.format = "+".join(name for name, _ in layouts.most_common()) or "unknown"
     if not pairs:
-        details = "; ".join(audit.summary_lines()[4:8])
-        raise DataError(
-            f"{source.describe()}: no usable preference pairs ({details or 'the input is empty'})"
-        )
+        raise DataError(no_pairs_message(audit, first_fields))
     logger.info(
         "loaded %d pairs from %s (%d rows skipped)", len(pairs), source.describe(), audit.rows_skipped
     )
     return LoadedData(pairs, audit, source, options)
+
+
+def no_pairs_message(audit: LoadAudit, first_fields: list[str]) -> str:
+    """Say why a load found no pair: no rows, or the most common problem with its first example."""
+    if audit.rows_read == 0:
+        return f"{audit.source}: no usable preference pairs: the input has no rows"
+    kind, count = audit.counts.most_common(1)[0]
+    example = audit.examples[kind][0]
+    rows = audit.rows_read
+    skipped = "its only row was skipped" if rows == 1 else f"all {rows} rows were skipped"
+    message = (
+        f"{audit.source}: no usable preference pairs: {skipped}; "
+        f"{count} {kind} ({ROW_ERRORS.get(kind, kind)}), the first at {audit.where(example.line)}: "
+        f"{example.message}"
+    )
+    if kind == "missing_field" and first_fields:
+        message += (
+            f". The rows have the fields {', '.join(first_fields)}; map them onto deft's fields with "
+            "--columns prompt=NAME,chosen=NAME,rejected=NAME (the dashboard's Data page has the same "
+            "mapping)"
+        )
+    return message
 
 
 def content_hash(pair: PreferencePair) -> str:

@@ -223,6 +223,25 @@ def test_file_without_pairs_fails(tmp_path):
         load_pairs(DataOptions(str(path)))
 
 
+def test_missing_columns_name_the_fields_found(tmp_path):
+    path = tmp_path / "two.csv"
+    path.write_text("question,good\nhi,there\nyo,ok\n")
+    with pytest.raises(DataError) as error:
+        load_pairs(DataOptions(str(path)))
+    message = str(error.value)
+    assert "all 2 rows were skipped" in message
+    assert f"{path}:2: field 'chosen' is missing" in message
+    assert "The rows have the fields question, good" in message
+    assert "--columns prompt=NAME,chosen=NAME,rejected=NAME" in message
+
+
+def test_empty_file_says_it_has_no_rows(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("")
+    with pytest.raises(DataError, match="the input has no rows"):
+        load_pairs(DataOptions(str(path)))
+
+
 def test_invalid_options_are_listed_together():
     with pytest.raises(DataError) as error:
         DataOptions("x", columns={"answer": "a"}, limit=0)
