@@ -202,6 +202,12 @@ def runs_table(runs: list[RunDir]) -> pd.DataFrame:
 
 
 @st.fragment(run_every=5)
+def live_table() -> None:
+    """Redraw the runs table every 5 s, so states and steps follow the running processes."""
+    st.dataframe(runs_table(list_runs()), hide_index=True, use_container_width=True)
+
+
+@st.fragment(run_every=5)
 def live_view(run_id: str) -> None:
     """Redraw the selected run every 5 s, so running curves update without rerunning the page."""
     run = next((r for r in list_runs() if r.run_id == run_id), None)
@@ -255,7 +261,7 @@ def main() -> None:
     if not runs:
         st.info("No runs yet.")
         return
-    st.dataframe(runs_table(runs), hide_index=True, use_container_width=True)
+    live_table()
     ids = [r.run_id for r in runs]
     current = st.session_state.get("train_run")
     selected = st.selectbox("Show run", ids, index=ids.index(current) if current in ids else 0)
