@@ -33,11 +33,12 @@ page_header(
 )
 
 
-def format_seconds(seconds: float | None) -> str:
+def time_left(seconds: float | None) -> str:
+    """Say how long the job should still take; before its first batch there is no estimate yet."""
     if seconds is None or not math.isfinite(seconds):
-        return "an unknown time"
+        return "time left: after the first batch"
     minutes, rest = divmod(int(seconds + 0.5), 60)
-    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
+    return f"about {minutes} min {rest:02d} s left" if minutes else f"about {rest} s left"
 
 
 @st.fragment(run_every=1.0)
@@ -52,7 +53,7 @@ def job_progress(key: str) -> None:
         st.progress(
             status.fraction,
             text=f"{status.stage}: {status.done:.0f} of {count_noun(status.total, 'pair')} · "
-            f"{status.tokens_per_s:.0f} tokens/s · about {format_seconds(status.eta_s)} left",
+            f"{status.tokens_per_s:.0f} tokens/s · {time_left(status.eta_s)}",
         )
     st.caption("Scoring runs on the server: you may switch pages or reload; this bar picks the job up again.")
     if st.button("Cancel scoring", key="rewards.cancel"):
@@ -133,8 +134,8 @@ if not context.has_scores:
 table, meta = context.scores()
 timing = meta.get("timing", {})
 st.success(
-    f"Scores of {count_noun(len(table), 'pair')} loaded from the cache "
-    f"(computed in {timing.get('seconds', '?')} s "
+    f"Scores of {count_noun(len(table), 'pair')} "
+    f"(computed at {meta.get('created_at', '?')} in {timing.get('seconds', '?')} s "
     f"with {meta['model']['spec']}, {meta['options']['reward_form']} form, "
     f"{meta['options']['pair_score']} score)."
 )

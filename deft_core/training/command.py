@@ -137,8 +137,10 @@ def prepare_run(args: argparse.Namespace, overrides: dict[str, Any]):
             )
         config = run.config()
         check_processes(config)
-        # A cancel request was answered when the run stopped; resuming clears it.
-        run.cancel_path.unlink(missing_ok=True)
+        if status["state"] == "cancelled":
+            # The run stopped for this cancel request; resuming clears it. A request made before a
+            # pending run started still stands.
+            run.cancel_path.unlink(missing_ok=True)
         return run, config
     config = load_config(args.config, overrides)
     if problems := config.missing_files():
