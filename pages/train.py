@@ -107,7 +107,7 @@ def field_text(value) -> str:
     return str(value)
 
 
-def more_settings(preset: TrainConfig, shown: set[str]) -> dict:
+def more_settings(preset: TrainConfig, in_main_form: set[str]) -> dict:
     """Draw every config field that the main form does not, as text; return the changed ones.
 
     Values go through the same checks as a YAML file, so a bad one shows the config's own error.
@@ -115,7 +115,7 @@ def more_settings(preset: TrainConfig, shown: set[str]) -> dict:
     """
     values: dict = {}
     types = field_types()
-    names = [name for name in HELP if name not in shown]
+    names = [name for name in HELP if name not in in_main_form]
     with st.expander(f"More settings ({len(names)} fields)"):
         columns = st.columns(3)
         for index, name in enumerate(names):
@@ -229,7 +229,7 @@ def main() -> None:
         st.error(str(error))
         return
     overrides = settings_form(preset)
-    overrides.update(more_settings(preset, shown=set(overrides)))
+    overrides.update(more_settings(preset, in_main_form=set(overrides)))
     try:
         config = load_config(CONFIGS / preset_name, overrides)
     except DeftError as error:

@@ -139,7 +139,7 @@ def prepare_run(args: argparse.Namespace, overrides: dict[str, Any]):
         check_processes(config)
         if status["state"] == "cancelled":
             # The run stopped for this cancel request; resuming clears it. A request made before a
-            # pending run started still stands.
+            # pending run started is kept, so the run stops where asked.
             run.cancel_path.unlink(missing_ok=True)
         return run, config
     config = load_config(args.config, overrides)

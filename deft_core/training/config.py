@@ -244,7 +244,7 @@ def field_defaults() -> dict[str, Any]:
     return {f.name: (f.default_factory() if f.default is MISSING else f.default) for f in fields(TrainConfig)}
 
 
-# How type errors name each field type.
+# The words type errors use for each field type.
 TYPE_NAMES = {
     int: "a whole number",
     float: "a number",
