@@ -138,4 +138,15 @@ def run_compare(args: argparse.Namespace) -> int:
         print(json.dumps({"results_path": str(path), **comparison.to_dict()}, indent=1, ensure_ascii=False))
     else:
         print(metrics_table(comparison).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        if args.prompt:
+            print_outputs(comparison)
     return 0
+
+
+def print_outputs(comparison) -> None:
+    """Print each typed prompt and every model's output for it, for reading in the terminal."""
+    for index in range(len(comparison.evaluations[0].outputs)):
+        print(f"\nprompt {index + 1}: {comparison.evaluations[0].outputs[index]['prompt']}")
+        for evaluation in comparison.evaluations:
+            text = " ".join(str(evaluation.outputs[index]["output"]).split())
+            print(f"  {evaluation.label}: {text}")
