@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -144,8 +145,10 @@ def test_cancel_then_resume_continues(fresh_home, capsys):
     assert execute(run, config) == 0
     assert run.status()["state"] == "cancelled"
     assert run.latest_checkpoint().name == "step-1"
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["eval_before"]["step"] == 0
+    assert f"continue with `deft train --resume {run.run_id}`" in printed.err
 
-    capsys.readouterr()
     # The answered cancel request is still in the folder; resuming clears it instead of stopping again.
     assert run.cancel_path.exists()
     assert main(["train", "--resume", str(run.path)]) == 0
