@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from deft_core.errors import DeftError
 from deft_core.sources import atomic_path
@@ -23,6 +23,7 @@ from deft_core.sources import atomic_path
 logger = logging.getLogger(__name__)
 
 STATES = ("pending", "running", "completed", "cancelled", "failed")
+JobFolderType = TypeVar("JobFolderType", bound="JobFolder")
 
 
 def now() -> str:
@@ -80,6 +81,14 @@ def find_folder(spec: str | Path, root: Path, kind: str) -> Path:
     if not (path / "config.yaml").is_file():
         raise DeftError(f"{path} is not a {kind} folder: it has no config.yaml; {kind}s are listed in {root}")
     return path
+
+
+def list_folders(root: Path, folder_class: type[JobFolderType]) -> list[JobFolderType]:
+    """Return the job folders under root (those with a config.yaml), newest first."""
+    if not root.is_dir():
+        return []
+    found = [folder_class(p) for p in root.iterdir() if (p / "config.yaml").is_file()]
+    return sorted(found, key=lambda folder: folder.path.stat().st_mtime, reverse=True)
 
 
 @dataclass

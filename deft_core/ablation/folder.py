@@ -27,7 +27,15 @@ from typing import Any, ClassVar
 
 from deft_core.ablation.config import AblationConfig, load_ablation_config
 from deft_core.home import deft_home
-from deft_core.job_folders import JobFolder, find_folder, now, read_json, unique_folder, write_json
+from deft_core.job_folders import (
+    JobFolder,
+    find_folder,
+    list_folders,
+    now,
+    read_json,
+    unique_folder,
+    write_json,
+)
 from deft_core.sources import atomic_path
 from deft_core.training.runs import RunDir
 
@@ -122,9 +130,7 @@ def open_ablation(spec: str | Path) -> AblationDir:
 
 def list_ablations(root: Path | None = None) -> list[AblationDir]:
     """Return the ablations, newest first."""
-    root = root or ablations_root()
-    found = [AblationDir(p) for p in root.iterdir() if (p / "config.yaml").is_file()] if root.is_dir() else []
-    return sorted(found, key=lambda a: a.path.stat().st_mtime, reverse=True)
+    return list_folders(root or ablations_root(), AblationDir)
 
 
 def launch_ablation(ablation: AblationDir) -> subprocess.Popen:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from deft_core.home import deft_home
-from deft_core.job_folders import JobFolder, find_folder, now, unique_folder
+from deft_core.job_folders import JobFolder, find_folder, list_folders, now, unique_folder
 from deft_core.sources import atomic_path
 from deft_core.training.config import TrainConfig, load_config
 
@@ -113,9 +113,7 @@ def open_run(spec: str | Path) -> RunDir:
 
 def list_runs(root: Path | None = None) -> list[RunDir]:
     """Return the runs, newest first."""
-    root = root or runs_root()
-    runs = [RunDir(p) for p in root.iterdir() if (p / "config.yaml").is_file()] if root.is_dir() else []
-    return sorted(runs, key=lambda r: r.path.stat().st_mtime, reverse=True)
+    return list_folders(root or runs_root(), RunDir)
 
 
 def launch(run: RunDir) -> subprocess.Popen:
