@@ -2,8 +2,8 @@
 
 A job runs in a daemon thread of the serving process, so a browser tab may rerun, reload or close
 without stopping it. Its status is written atomically to `deft_home()/jobs/<prefix><key>.json`
-when its stage or state changes and at most every WRITE_INTERVAL_S seconds in between, and any
-session that asks for the same key attaches to the running job instead of starting a second
+when its stage or state changes and at most every WRITE_INTERVAL_S seconds in between. A
+session that requests the same key attaches to the running job instead of starting a second
 one. Jobs of one registry wait for one another, because each one already uses every CPU core.
 Scoring (deft_core.jobs) and comparison (deft_core.compare.jobs) jobs are the two registries.
 NOTE: jobs of different registries may still run at once.

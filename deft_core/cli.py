@@ -369,7 +369,7 @@ def quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     warnings.filterwarnings("ignore", category=UserWarning)
-    # peft asks transformers 5.23 for a renamed attribute; the warning says nothing a user can act on.
+    # peft reads an attribute that transformers 5.23 renamed. Users cannot act on that warning.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         from transformers.utils import logging as transformers_logging

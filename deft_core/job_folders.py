@@ -52,7 +52,7 @@ def process_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    # A finished child that was never waited for is a zombie: treat it as ended.
+    # A finished child that was never waited for is a zombie (state "Z"), so it counts as ended.
     try:
         state = Path(f"/proc/{pid}/stat").read_text().split()[2]
     except (OSError, IndexError):

@@ -1,7 +1,7 @@
 """Background scoring jobs for the dashboard, one per score cache key (see deft_core.background).
 
-A job runs `score_data`; the finished scores go through the score cache, whose writes are
-atomic, so a request whose scores are cached needs no job.
+A job runs `score_data`, which stores the finished scores in the score cache with atomic writes.
+A request whose scores are already cached therefore needs no job.
 """
 
 from __future__ import annotations

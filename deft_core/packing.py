@@ -108,9 +108,9 @@ def pack_groups(groups: list[tuple[list[int], list[list[int]]]], pad_id: int) ->
     if any(len(responses) > 1 for _, responses in groups):
         causal = torch.ones(width, width, dtype=torch.bool).tril()
         keys, queries = segments[:, None, :], segments[:, :, None]
-        # A key is visible when it is not after the query and belongs to the prompt or to the
-        # query's own segment. Padding is its own segment after every real token, so no real token
-        # sees it, and each padding query sees at least itself, which keeps softmax finite.
+        # A query attends to a key that is not after it and belongs to the prompt or to the query's
+        # own segment. Padding is its own segment after every real token, so no real token attends
+        # to it. Each padding query attends at least to itself, which keeps softmax finite.
         mask = (causal & ((keys == 0) | (keys == queries)))[:, None]
     empty = torch.zeros(0, dtype=torch.long)
     return PackedRows(

@@ -101,8 +101,9 @@ class SequenceScorer:
         return scores
 
     def forward(self, packed: PackedRows):
-        """Run the model; return (hidden (N, H), None) or (None, logits (N, V)) at the N positions
-        that predict response tokens, in the order of packed.targets.
+        """Run the model at the N positions that predict response tokens, in packed.targets order.
+
+        Returns (hidden (N, H), None) with the hidden-state shortcut, else (None, logits (N, V)).
 
         No key/value cache is kept: it would hold every layer's keys and values.
         """

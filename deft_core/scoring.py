@@ -103,7 +103,7 @@ def batch_plan(encoded: list[EncodedPair], batch_size: int) -> list[list[int]]:
     """Split the pairs into batches of similar packed length, longest first; return pair indices.
 
     Each pair is packed into one row (prompt, chosen, rejected; see deft_core.packing), so a batch
-    of `batch_size` sequences holds batch_size // 2 pairs. The plan depends only on its inputs, so
+    of `batch_size` sequences contains batch_size // 2 pairs. The plan depends only on its inputs, so
     every process of a launch builds the same one.
     """
     order = sorted(range(len(encoded)), key=lambda i: packed_length(encoded[i]), reverse=True)

@@ -550,12 +550,14 @@ def test_cli_compare_user_errors(argv, message, capsys):
     assert err.count("\n") == 1  # one line, no traceback
 
 
-def test_cli_compare_prints_outputs_of_typed_prompts(tiny_run, capsys):
+def test_compare_prints_typed_prompt_outputs(tiny_run, capsys):
     argv = ["compare", str(tiny_run), "--prompt", "Say hi.", "--prompt", "Name a colour."]
     assert main([*argv, "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
-    assert "prompt 1: " in out and "Say hi." in out
-    assert "prompt 2: " in out and "Name a colour." in out
+    assert "prompt 1: " in out
+    assert "Say hi." in out
+    assert "prompt 2: " in out
+    assert "Name a colour." in out
     assert out.count(f"  {tiny_run.name}: ") == 2
     assert out.count("  base: ") == 2
 

@@ -16,7 +16,7 @@ def test_open_run_by_id_and_by_path(fresh_home):
     assert open_run(run.path).path == run.path
 
 
-def test_open_run_says_what_is_wrong(fresh_home, tmp_path):
+def test_open_run_names_the_problem(fresh_home, tmp_path):
     with pytest.raises(DeftError, match="run not found: nowhere is neither a folder nor a run id"):
         open_run("nowhere")
     empty = tmp_path / "empty"
@@ -25,7 +25,7 @@ def test_open_run_says_what_is_wrong(fresh_home, tmp_path):
         open_run(empty)
 
 
-def test_running_status_of_a_dead_process_reads_failed(fresh_home):
+def test_dead_running_job_reads_failed(fresh_home):
     run = create_run(TrainConfig())
     assert run.status()["state"] == "pending"
     # pid 2**22 + 1 is above Linux's largest pid, so no process has it.
@@ -36,7 +36,7 @@ def test_running_status_of_a_dead_process_reads_failed(fresh_home):
     assert "run process ended without reporting" in status["error"]
 
 
-def test_completed_run_is_not_launched_again(fresh_home):
+def test_completed_run_not_relaunched(fresh_home):
     run = create_run(TrainConfig())
     run.set_status("completed")
     with pytest.raises(DeftError, match="already completed; start a new run instead"):

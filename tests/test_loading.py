@@ -235,7 +235,7 @@ def test_missing_columns_name_the_fields_found(tmp_path):
     assert "--columns prompt=NAME,chosen=NAME,rejected=NAME" in message
 
 
-def test_empty_file_says_it_has_no_rows(tmp_path):
+def test_empty_file_has_no_rows(tmp_path):
     path = tmp_path / "empty.jsonl"
     path.write_text("")
     with pytest.raises(DataError, match="the input has no rows"):

@@ -70,7 +70,7 @@ def test_packed_scores_match_separate_sequences(form):
             index += 1
 
 
-def test_packed_hidden_states_match_in_bfloat16_to_rounding():
+def test_packed_bf16_hidden_states_match():
     model = tiny_model().to(torch.bfloat16)
     decoder = model.get_decoder()
     packed = pack_groups(GROUPS, pad_id=0)
@@ -86,7 +86,7 @@ def test_packed_hidden_states_match_in_bfloat16_to_rounding():
 
 
 @pytest.mark.parametrize("form", ["logprob", "prob"])
-def test_training_batch_orders_chosen_then_rejected(form):
+def test_training_batch_chosen_first(form):
     from deft_core.training.policy import PolicyForward
 
     model = tiny_model()
@@ -124,7 +124,7 @@ def test_packed_gradients_match_separate_sequences():
     assert torch.allclose(packed_grad, separate_grad, atol=1e-5)
 
 
-def test_lane_dropout_drops_at_rate_and_keeps_the_mean():
+def test_lane_dropout_rate_and_mean():
     torch.manual_seed(0)
     dropout = LaneDropout(0.05)
     x = torch.ones(1000, 1000)
@@ -137,7 +137,7 @@ def test_lane_dropout_drops_at_rate_and_keeps_the_mean():
         LaneDropout(1.0)
 
 
-def test_lane_dropout_masks_follow_the_torch_seed():
+def test_lane_dropout_follows_torch_seed():
     dropout = LaneDropout(0.3)
     x = torch.ones(64, 64)
     torch.manual_seed(7)
@@ -168,7 +168,7 @@ def test_eager_attention_gets_an_additive_mask():
         assert result.logps[index] == pytest.approx(expected_logp, abs=1e-4)
 
 
-def test_attention_without_4d_masks_is_refused():
+def test_flash_attention_rejected():
     model = tiny_model()
     model.config._attn_implementation = "flash_attention_2"
     packed = pack_groups(GROUPS, pad_id=0)

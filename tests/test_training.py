@@ -149,7 +149,8 @@ def test_cancel_then_resume_continues(fresh_home, capsys):
     assert json.loads(printed.out)["eval_before"]["step"] == 0
     assert f"continue with `deft train --resume {run.run_id}`" in printed.err
 
-    # The answered cancel request is still in the folder; resuming clears it instead of stopping again.
+    # The cancel file that stopped the run is still in the folder. Resuming deletes it, so the run
+    # does not stop again.
     assert run.cancel_path.exists()
     assert main(["train", "--resume", str(run.path)]) == 0
     # Without a terminal, progress is one line per step; the resumed run counts its 2 steps left.

@@ -1,7 +1,7 @@
 """Background comparisons for the dashboard, one per request key (see deft_core.background).
 
 A job runs compare_models and save_comparison. A finished status names the saved results.json,
-so the same request later opens that result instead of generating again; a done job whose
+so the same request later opens that result instead of generating again. A done job whose
 results file is gone reads as no job.
 """
 

@@ -249,7 +249,7 @@ def summary_line(summary: dict[str, Any], path: Path) -> dict[str, Any]:
         if not record:
             return None
         keys = ("eval/loss", "eval/preference_accuracy", "eval/rewards/accuracies", "eval/rewards/margins")
-        # The step says when the evaluation ran: a cancelled run's last one may precede its last step.
+        # A cancelled run's last evaluation may precede its last step, so each record carries its step.
         return {"step": record.get("step"), **{k: round(record[k], 4) for k in keys if k in record}}
 
     return {
